@@ -1,0 +1,1 @@
+"""gradprobe: see vanishing and exploding gradients in any PyTorch model."""

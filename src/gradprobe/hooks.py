@@ -1,0 +1,67 @@
+"""The one place that registers and removes torch hooks: everything is held as removable handles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
+
+
+class _Removable(Protocol):
+    def remove(self) -> None: ...
+
+
+class HookSet:
+    """Handles of every hook a probe registered; ``remove_all`` undoes them all."""
+
+    def __init__(self) -> None:
+        self._handles: list[_Removable] = []
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def forward(self, module: nn.Module, fn: Callable[[nn.Module, Any, Any], None]) -> None:
+        """Call ``fn(module, inputs, output)`` after every forward of ``module``."""
+        self._handles.append(module.register_forward_hook(fn))
+
+    def optimizer(
+        self,
+        optimizer: torch.optim.Optimizer | None,
+        pre: Callable[[torch.optim.Optimizer], None],
+        post: Callable[[torch.optim.Optimizer], None],
+    ) -> None:
+        """Call ``pre``/``post`` around ``optimizer.step()``; around every optimizer's step if None."""
+        if optimizer is None:
+            self._handles.append(register_optimizer_step_pre_hook(lambda opt, a, k: pre(opt)))
+            self._handles.append(register_optimizer_step_post_hook(lambda opt, a, k: post(opt)))
+        else:
+            self._handles.append(optimizer.register_step_pre_hook(lambda opt, a, k: pre(opt)))
+            self._handles.append(optimizer.register_step_post_hook(lambda opt, a, k: post(opt)))
+
+    def remove_all(self) -> None:
+        """Remove every registered hook (idempotent)."""
+        while self._handles:
+            self._handles.pop().remove()
+
+
+def first_tensor(value: Any) -> torch.Tensor | None:
+    """The first tensor in a module output (LSTM and attention modules return tuples)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            found = first_tensor(item)
+            if found is not None:
+                return found
+    if isinstance(value, dict):
+        return first_tensor(list(value.values()))
+    return None
+
+
+__all__ = ["HookSet", "first_tensor"]
