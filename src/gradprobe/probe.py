@@ -339,7 +339,9 @@ class Probe:
     def _note_nonfinite(self, frame: pd.DataFrame) -> None:
         if self.first_nonfinite is not None:
             return
-        bad = frame[((frame["stat"] == R.NONFINITE) & (frame["value"] > 0)) | ~np.isfinite(frame["value"])]
+        # A zero-initialised bias has an infinite update ratio; only the tensors' own values count here.
+        counted = (frame["stat"] == R.NONFINITE) & (frame["value"] > 0)
+        bad = frame[counted | ((frame["stat"] != R.UPDATE_RATIO) & ~np.isfinite(frame["value"]))]
         if len(bad):
             first = bad.loc[bad["step"].idxmin()]
             self.first_nonfinite = {k: first[k] for k in ("step", "layer", "tensor", "kind")}

@@ -1,0 +1,1 @@
+"""Command-line interface: parse, validate, delegate; no logic of its own."""

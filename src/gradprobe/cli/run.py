@@ -1,0 +1,97 @@
+"""``gradprobe presets`` and ``gradprobe run``: train an experiment's arms and print what they show."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gradprobe.cli.console import out, progress_bars
+from gradprobe.cli.format import json_number, num, pct, table
+from gradprobe.diagnose.theory import derivative_chain
+from gradprobe.store.layout import resolve_store
+from gradprobe.train.config import RunConfig
+from gradprobe.train.experiment import Experiment, load_experiment, preset_names, read_source
+from gradprobe.train.loop import RunResult
+from gradprobe.train.runner import run_experiment
+
+StoreOpt = Annotated[Optional[str], typer.Option("--store", help="Run store directory (env GRADPROBE_STORE).")]
+
+
+def presets() -> None:
+    """List the shipped presets (classic experiments) with their descriptions."""
+    rows = [[name, " ".join(str(read_source(name).get("description", "")).split())] for name in preset_names()]
+    out.print(table("presets", ["name", "description"], rows))
+
+
+def _print_results(exp: Experiment, results: list[RunResult], store: Path) -> None:
+    has_test = any(r.summary["test_accuracy"] is not None for r in results)
+    cols = ["arm", "seed", "status", "final loss", "train acc"] + (["test acc"] if has_test else []) + [
+        "acc before", "vanishing factor", "median factor", "secs", "run id"]
+    rows = [[r.config.arm, str(r.config.seed), r.status, num(r.summary["final_loss"]),
+             pct(r.summary["train_accuracy"])] + ([pct(r.summary["test_accuracy"])] if has_test else []) + [
+             pct(r.summary["accuracy_before"]), num(r.summary["vanishing_factor"], 3),
+             num(r.summary["vanishing_factor_median"], 3), f"{r.summary['seconds']:.1f}", r.run_id or "-"]
+            for r in results]
+    out.print(table(exp.name, cols, rows))
+    out.print("vanishing factor = mean |grad| of the output layer's weights / the first layer's "
+              "(median over the last 10% of recorded steps; median over the whole run beside it).")
+    out.print(f"runs stored in {store}")
+
+
+def _json_results(exp: Experiment, results: list[RunResult]) -> str:
+    arms = [{"name": r.config.arm, "seed": r.config.seed, "run_id": r.run_id,
+             "final_loss": json_number(r.summary["final_loss"]),
+             "train_accuracy": json_number(r.summary["train_accuracy"]),
+             "test_accuracy": json_number(r.summary["test_accuracy"]),
+             "vanishing_factor": json_number(r.summary["vanishing_factor"])} for r in results]
+    return json.dumps({"experiment": exp.name, "arms": arms})
+
+
+def _run_decay(exp: Experiment, as_json: bool) -> None:
+    cfg = exp.config.decay
+    assert cfg is not None
+    chains = [{"activation": a, "x": x, "products": derivative_chain(a, x, cfg.steps)}
+              for a in cfg.activations for x in cfg.x]
+    if as_json:
+        out.print_json(json.dumps({"experiment": exp.name, "chains": chains}))
+        return
+    cols = ["activation", "x"] + [f"n={n}" for n in range(1, cfg.steps + 1)]
+    rows = [[c["activation"], num(c["x"])] + [num(v, 3) for v in c["products"]] for c in chains]
+    out.print(table(f"{exp.name}: running product of phi'(x) over n layers", cols, rows))
+
+
+def run(
+    experiment: Annotated[str, typer.Argument(help="Preset name (see 'gradprobe presets') or a YAML/JSON file.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field, e.g. optimizer.lr=0.01.")] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", help="Repeat every arm over N seeds.")] = None,
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
+) -> None:
+    """Train every arm of EXPERIMENT (x seeds), store each run, and print the comparison."""
+    exp = load_experiment(experiment, set_ or [], seeds)
+    if exp.config.kind == "decay":
+        _run_decay(exp, as_json)
+        return
+    root = resolve_store(store)
+    with progress_bars() as bars:
+        def progress(cfg: RunConfig):  # one bar per run
+            task = bars.add_task(f"{cfg.arm} s{cfg.seed}", total=None)
+            return lambda done, total: bars.update(task, completed=done, total=total)
+
+        results = run_experiment(exp, root, progress)
+    if as_json:
+        typer.echo(_json_results(exp, results))
+    else:
+        _print_results(exp, results, root)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``presets`` and ``run`` to the app."""
+    app.command()(presets)
+    app.command()(run)
+
+
+__all__ = ["register"]

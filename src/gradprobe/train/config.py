@@ -1,0 +1,149 @@
+"""Validated configuration of a run and of an experiment (a preset: several arms x seeds)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gradprobe import records as R
+from gradprobe.data.config import DataConfig
+from gradprobe.models.config import ModelConfig
+
+Cadence = int | Literal["epoch"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OptimizerConfig(_Strict):
+    """Optimiser and regularisation."""
+
+    name: Literal["sgd", "adam", "rmsprop"] = "adam"
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)  # learning rate (step size)
+    momentum: float = Field(0.0, ge=0, lt=1)  # sgd and rmsprop
+    betas: tuple[float, float] = (0.9, 0.999)  # adam
+    alpha: float = Field(0.99, gt=0, lt=1)  # rmsprop smoothing constant
+    eps: float = Field(1e-8, gt=0)
+    l2: float = Field(0.0, ge=0, allow_inf_nan=False)  # adds 0.5 * l2 * sum(W^2) over weight matrices to the loss
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)  # decoupled: w <- w - lr * wd * w each step
+
+
+class TrainConfig(_Strict):
+    """How long and in what batches to train, and when to evaluate."""
+
+    loss: Literal["auto", "bce", "cross_entropy"] = "auto"  # auto: bce for 2 classes, else cross_entropy
+    batch_size: int | None = Field(32, ge=1)  # None: full batch
+    epochs: int | None = Field(None, ge=1)  # give epochs or iterations (default 100 epochs)
+    iterations: int | None = Field(None, ge=1)
+    shuffle: bool = True
+    eval_every: Cadence = "epoch"  # optimizer steps between evaluations of loss and accuracy
+    stop_on_nonfinite: bool = True  # end the run as "diverged" at the first non-finite loss
+    checkpoint_every: int | None = Field(None, ge=1)  # steps between checkpoints (for --resume)
+
+    @model_validator(mode="after")
+    def _one_length(self) -> TrainConfig:
+        if self.epochs is not None and self.iterations is not None:
+            raise ValueError("train.epochs and train.iterations conflict; give only one of them")
+        if self.epochs is None and self.iterations is None:
+            self.epochs = 100
+        return self
+
+    @field_validator("eval_every")
+    @classmethod
+    def _cadence(cls, value: Cadence) -> Cadence:
+        return _check_cadence("train.eval_every", value)
+
+
+def _check_cadence(field: str, value: Cadence | None) -> Any:
+    if isinstance(value, int) and value < 1:
+        raise ValueError(f"{field}: {value!r} is not a cadence; allowed: an integer >= 1 or 'epoch'")
+    return value
+
+
+def _check_stats(field: str, value: list[str] | None, allowed: tuple[str, ...]) -> list[str] | None:
+    for stat in value or []:
+        if stat not in allowed:
+            raise ValueError(f"{field}: {stat!r} is not a statistic; allowed: {', '.join(allowed)}")
+    return value
+
+
+class RecordConfig(_Strict):
+    """What the probe records and how often."""
+
+    every: Cadence = 1  # optimizer steps between records
+    hist_every: Cadence | None = None  # histogram cadence; None: no histograms
+    bins: int = Field(30, ge=2, le=1000)
+    params: list[str] | None = None  # fnmatch patterns of parameter names; None: all
+    modules: list[str] | None = None  # fnmatch patterns of modules whose outputs are recorded; None: all leaves
+    grad_stats: list[str] | None = None  # None: records.DEFAULT_GRAD_STATS
+    weight_stats: list[str] | None = None
+    activation_stats: list[str] | None = None
+    delta_stats: list[str] | None = None
+
+    @field_validator("every", "hist_every")
+    @classmethod
+    def _cadence(cls, value: Cadence | None) -> Cadence | None:
+        return _check_cadence("record.every", value)
+
+    @field_validator("grad_stats", "delta_stats", "weight_stats", "activation_stats")
+    @classmethod
+    def _stats(cls, value: list[str] | None) -> list[str] | None:
+        return _check_stats("record stats", value, R.ALL_STATS)
+
+
+class RunConfig(_Strict):
+    """Everything that determines one training run (one arm, one seed)."""
+
+    experiment: str = "custom"
+    arm: str = "default"
+    seed: int = Field(0, ge=0, lt=2**32)
+    device: str = "cpu"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    train: TrainConfig = TrainConfig()
+    record: RecordConfig = RecordConfig()
+
+
+class DecayConfig(_Strict):
+    """The no-training experiment: an activation's derivative chained over n layers."""
+
+    activations: list[str] = ["sigmoid"]
+    x: list[float] = [0.0]  # pre-activation values at which the chain is evaluated
+    steps: int = Field(6, ge=1, le=1000)  # number of chained derivative factors
+    interval: tuple[float, float] = (-6.0, 6.0)  # plotting range of the activation curves
+    tangent_at: float = 1.0  # x of the tangent line drawn on the curve
+
+
+RUN_KEYS = tuple(RunConfig.model_fields)
+
+
+class ExperimentConfig(_Strict):
+    """A preset or user config: shared settings, arms that override them, and a seed count."""
+
+    name: str = "custom"
+    description: str = ""
+    kind: Literal["train", "decay"] = "train"
+    seeds: int = Field(1, ge=1, le=10_000)  # every arm is repeated over seeds seed .. seed + seeds - 1
+    seed: int = Field(0, ge=0, lt=2**32)
+    device: str = "cpu"
+    data: dict[str, Any] = {}  # DataConfig fields shared by every arm
+    model: dict[str, Any] = {}
+    optimizer: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    record: dict[str, Any] = {}
+    arms: list[dict[str, Any]] = [{"name": "default"}]  # each: {name, <the sections above to override>}
+    decay: DecayConfig | None = None
+
+
+__all__ = [
+    "RUN_KEYS",
+    "DecayConfig",
+    "ExperimentConfig",
+    "OptimizerConfig",
+    "RecordConfig",
+    "RunConfig",
+    "TrainConfig",
+]

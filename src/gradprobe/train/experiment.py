@@ -1,0 +1,169 @@
+"""Load an experiment (shipped preset or user file), apply ``--set`` overrides and expand arms x seeds."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from gradprobe.errors import GradprobeError
+from gradprobe.train.config import ExperimentConfig, RunConfig
+
+SECTIONS = ("data", "model", "optimizer", "train", "record")
+_RUN_ONLY = ("device",)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated experiment: its settings and one RunConfig per arm and seed."""
+
+    config: ExperimentConfig
+    runs: list[RunConfig]
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with gradprobe."""
+    files = resources.files("gradprobe.presets").iterdir()
+    return sorted(f.name.removesuffix(".yaml") for f in files if f.name.endswith(".yaml"))
+
+
+def read_source(source: str) -> dict[str, Any]:
+    """The raw mapping of a preset name or a YAML/JSON file path (YAML is loaded safely)."""
+    path = Path(source)
+    if source in preset_names():
+        text = resources.files("gradprobe.presets").joinpath(f"{source}.yaml").read_text()
+        origin = f"preset {source}"
+    elif path.suffix in (".yaml", ".yml", ".json") and path.is_file():
+        text, origin = path.read_text(), str(path)
+    else:
+        hint = difflib.get_close_matches(source, preset_names(), n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise GradprobeError(
+            f"experiment: {source!r} is neither a preset nor a .yaml/.json file; "
+            f"presets: {', '.join(preset_names())}{extra}"
+        )
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise GradprobeError(f"{origin}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise GradprobeError(f"{origin}: the top level must be a mapping of settings, got {type(raw).__name__}")
+    return raw
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into a key path and a YAML-parsed value."""
+    key, sep, text = item.partition("=")
+    path = key.strip().split(".")
+    if not sep or not all(p.strip() for p in path):
+        raise GradprobeError(f"--set: {item!r} is not KEY=VALUE; e.g. --set optimizer.lr=0.01")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return [p.strip() for p in path], value
+
+
+def _put(target: dict[str, Any], path: list[str], value: Any, label: str) -> None:
+    node = target
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise GradprobeError(f"--set: {label}: {part!r} is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _unknown_key_message(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """Unknown key at ``loc``: list what the enclosing section allows and suggest the closest."""
+    cls: Any = model
+    for part in loc[:-1]:
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            cls = annotation
+    allowed = list(cls.model_fields)
+    hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return f"unknown key; allowed: {', '.join(allowed)}{extra}"
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """One line naming the field, the value and what is allowed, from pydantic's first error."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    field = ".".join(str(p) for p in (prefix.split(".") if prefix else []) + list(loc))
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"{field}: {_unknown_key_message(model, loc)}"
+    if msg.split(":", 1)[0].strip() in (field, loc[-1] if loc else "") or msg.startswith(f"{field} "):
+        return msg if msg.startswith(field) else f"{field}: {msg}"
+    return f"{field}: {err.get('input')!r} is not allowed; {msg[0].lower()}{msg[1:]}"
+
+
+def _validate(model: type[BaseModel], raw: dict[str, Any], prefix: str = "") -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise GradprobeError(format_validation_error(exc, model, prefix)) from None
+
+
+def load_experiment(source: str, sets: list[str] | None = None, seeds: int | None = None) -> Experiment:
+    """Validate ``source`` with ``--set`` overrides; every error is a one-line GradprobeError.
+
+    Overrides of data/model/optimizer/train/record/device apply to every arm after the arm's own
+    settings; ``seeds``, ``seed``, ``name``, ``decay.*`` apply to the experiment.
+    """
+    raw = read_source(source)
+    run_sets: list[tuple[list[str], Any, str]] = []
+    for item in sets or []:
+        path, value = parse_set(item)
+        if path[0] in SECTIONS or path[0] in _RUN_ONLY:
+            run_sets.append((path, value, item))
+        elif path[0] in ExperimentConfig.model_fields:
+            _put(raw, path, value, item)
+        else:
+            allowed = list(ExperimentConfig.model_fields)
+            hint = difflib.get_close_matches(path[0], allowed, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise GradprobeError(f"--set {path[0]}: unknown key; allowed: {', '.join(allowed)}{extra}")
+    if seeds is not None:
+        raw["seeds"] = seeds
+    exp = _validate(ExperimentConfig, raw)
+    names = [arm.get("name") for arm in exp.arms]
+    if any(not isinstance(n, str) or not n for n in names):
+        raise GradprobeError("arms: every arm needs a non-empty 'name'")
+    if len(set(names)) != len(names):
+        raise GradprobeError(f"arms: names must be unique, got {names}")
+    base = {k: getattr(exp, k) for k in SECTIONS + _RUN_ONLY}
+    runs = []
+    for arm in exp.arms:
+        merged = _merge(base, {k: v for k, v in arm.items() if k != "name"})
+        for path, value, label in run_sets:
+            _put(merged, path, copy.deepcopy(value), label)
+        for seed in range(exp.seed, exp.seed + exp.seeds):
+            runs.append(_validate(RunConfig, {**merged, "experiment": exp.name, "arm": arm["name"], "seed": seed}))
+    return Experiment(exp, runs)
+
+
+__all__ = ["Experiment", "format_validation_error", "load_experiment", "parse_set", "preset_names", "read_source"]
