@@ -41,6 +41,9 @@ class TrainConfig(_Strict):
     eval_every: Cadence = "epoch"  # optimizer steps between evaluations of loss and accuracy
     stop_on_nonfinite: bool = True  # end the run as "diverged" at the first non-finite loss
     checkpoint_every: int | None = Field(None, ge=1)  # steps between checkpoints (for --resume)
+    # torch intra-op threads while training. Small nets are bound by op dispatch, and with several
+    # threads a busy second core slows them down 50x (measured); None keeps torch's default.
+    threads: int | None = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _one_length(self) -> TrainConfig:

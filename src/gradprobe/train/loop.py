@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 import torch
@@ -22,6 +22,15 @@ from gradprobe.train.config import RunConfig
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (steps done, total steps)
+
+
+class RunSink(Protocol):
+    """Where a run's records go as they are made: the run store, live TensorBoard, ..."""
+
+    def add_stats(self, df: pd.DataFrame) -> None: ...
+    def add_hists(self, df: pd.DataFrame) -> None: ...
+    def add_metrics(self, df: pd.DataFrame) -> None: ...
+    def finish(self, status: str, summary: dict[str, Any] | None = None, error: str | None = None) -> None: ...
 
 
 @dataclass
@@ -48,8 +57,10 @@ class Trainer:
     """Trains one RunConfig on a Dataset with a Probe attached, evaluating on a cadence."""
 
     def __init__(self, cfg: RunConfig, data: Dataset, writer: RunWriter | None = None,
-                 progress: Progress | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+                 progress: Progress | None = None, sinks: Sequence[RunSink] = (),
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.cfg, self.data, self.writer, self.progress, self.clock = cfg, data, writer, progress, clock
+        self.sinks: list[RunSink] = ([writer] if writer is not None else []) + list(sinks)
         self.loss = setup.loss_kind(cfg, data)
         self.model = setup.build_model(cfg, data, self.loss)
         self.optimizer = setup.build_optimizer(cfg.optimizer, self.model)
@@ -58,10 +69,10 @@ class Trainer:
         self.step = 0
 
     def _sink(self, stats: pd.DataFrame, hists: pd.DataFrame) -> None:
-        if self.writer is not None:
-            self.writer.add_stats(stats)
+        for sink in self.sinks:
+            sink.add_stats(stats)
             if len(hists):
-                self.writer.add_hists(hists)
+                sink.add_hists(hists)
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict[str, float]:
@@ -73,13 +84,18 @@ class Trainer:
         if self.data.x_test is not None and self.data.y_test is not None:
             splits.append((R.TEST, self.data.x_test, self.data.y_test))
         penalty = float(setup.l2_penalty(self.model, self.cfg.optimizer.l2))
+        rows = []
         for split, x, y in splits:
             x, y = x.to(self.cfg.device), y.to(self.cfg.device)
             logits = self.model(x)
             loss = float(setup.objective(logits, y, self.loss)) + penalty
             acc = float(setup.correct(logits, y, self.loss)) / len(y)
             out[f"{split}_loss"], out[f"{split}_accuracy"] = loss, acc
-            self._metrics += [(self.step, epoch, split, R.LOSS, loss), (self.step, epoch, split, R.ACCURACY, acc)]
+            rows += [(self.step, epoch, split, R.LOSS, loss), (self.step, epoch, split, R.ACCURACY, acc)]
+        self._metrics += rows
+        frame = pd.DataFrame(rows, columns=list(R.METRIC_COLUMNS))
+        for sink in self.sinks:
+            sink.add_metrics(frame)
         self.model.train(was)
         return out
 
@@ -150,11 +166,10 @@ class Trainer:
             "last_batch_loss": last_loss,
             "first_nonfinite": probe.first_nonfinite,
         }
-        if self.writer is not None:
-            self.writer.add_metrics(metrics)
-            self.writer.finish(status, summary)
+        for sink in self.sinks:
+            sink.finish(status, summary)
         run_id = self.writer.run_id if self.writer is not None else None
         return RunResult(cfg, run_id, status, summary, frame, metrics)
 
 
-__all__ = ["Progress", "RunResult", "Trainer"]
+__all__ = ["Progress", "RunResult", "RunSink", "Trainer"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from gradprobe.data.datasets import Dataset, load_dataset
 from gradprobe.store.layout import new_run_id
 from gradprobe.store.writer import RunWriter
@@ -20,6 +22,8 @@ def run_one(cfg: RunConfig, store: Path | None, data: Dataset | None = None,
             progress: Progress | None = None) -> RunResult:
     """Train one configuration; with a store, everything lands in a new run directory there."""
     data = data if data is not None else load_dataset(cfg.data)
+    if cfg.train.threads is not None:
+        torch.set_num_threads(cfg.train.threads)
     writer = None
     if store is not None:
         run_id = new_run_id(cfg.experiment, cfg.arm, cfg.seed)
