@@ -20,6 +20,7 @@ DEFAULT_STORE: Final = "gradprobe-runs"
 RUNS_DIR: Final = "runs"
 RUN_JSON: Final = "run.json"
 CHECKPOINT: Final = "checkpoint.pt"
+MODEL: Final = "model.pt"
 TMP_PREFIX: Final = ".tmp-"
 PART_KINDS: Final = ("stats", "metrics", "hists")
 
@@ -84,6 +85,7 @@ __all__ = [
     "DEFAULT_STORE",
     "DICTIONARY",
     "ENV_VAR",
+    "MODEL",
     "PART_KINDS",
     "RUNS_DIR",
     "RUN_ID",
@@ -92,6 +94,7 @@ __all__ = [
     "TMP_PREFIX",
     "checkpoint_path",
     "is_valid_run_id",
+    "model_path",
     "new_run_id",
     "parse_part_name",
     "part_name",
@@ -178,6 +181,11 @@ def run_dir(run_id: str, store: str | os.PathLike[str] | None = None) -> Path:
 def checkpoint_path(run_id: str, store: str | os.PathLike[str] | None = None) -> Path:
     """Return where a run's checkpoint lives; write it through ``atomic_path``."""
     return run_dir(run_id, store) / CHECKPOINT
+
+
+def model_path(run_id: str, store: str | os.PathLike[str] | None = None) -> Path:
+    """Return where a run's final model weights (a torch state dict) live; write through ``atomic_path``."""
+    return run_dir(run_id, store) / MODEL
 
 
 def run_ids(store: str | os.PathLike[str] | None = None) -> list[str]:

@@ -16,6 +16,8 @@ from gradprobe import records as R
 from gradprobe.data.datasets import Dataset
 from gradprobe.diagnose.factors import median_factor, vanishing_factor
 from gradprobe.probe import Probe
+from gradprobe.store.atomic import atomic_path
+from gradprobe.store.layout import MODEL
 from gradprobe.store.writer import RunWriter
 from gradprobe.train import setup
 from gradprobe.train.config import RunConfig
@@ -166,6 +168,9 @@ class Trainer:
             "last_batch_loss": last_loss,
             "first_nonfinite": probe.first_nonfinite,
         }
+        if self.writer is not None:
+            with atomic_path(self.writer.path / MODEL) as tmp:
+                torch.save(self.model.state_dict(), tmp)
         for sink in self.sinks:
             sink.finish(status, summary)
         run_id = self.writer.run_id if self.writer is not None else None
