@@ -131,6 +131,7 @@ class Probe:
         self._last_weights: list[torch.Tensor] | None = None  # for step(): ratio between recorded steps
         self._followed_optimizer = False
         self._buffer = _Buffer()
+        self._nonfinite_flags: list[torch.Tensor] = []
         self._frames: list[pd.DataFrame] = []
         self._hist_frames: list[pd.DataFrame] = []
         self._sink = sink
@@ -180,8 +181,16 @@ class Probe:
     def _push(self, step: int, kind: str, names: list[tuple[str, str]], stats: tuple[str, ...],
               rows: list[torch.Tensor]) -> None:
         if names and stats:
-            self._buffer.blocks.append(_Block(step, kind, names, stats, torch.stack(rows)))
+            values = torch.stack(rows)  # (len(names), len(stats))
+            self._buffer.blocks.append(_Block(step, kind, names, stats, values))
             self._buffer.steps.add(step)
+            if R.NONFINITE in stats:
+                self._nonfinite_flags.append(values[:, stats.index(R.NONFINITE)].sum())
+
+    def saw_nonfinite(self) -> bool:
+        """Whether any non-finite value was counted since the last call (reads device flags: a sync)."""
+        flags, self._nonfinite_flags = self._nonfinite_flags, []
+        return bool(flags) and bool(torch.stack([f.to("cpu") for f in flags]).sum() > 0)
 
     def _record_tensors(self, step: int, quantity: TensorStats, values: list[tuple[str, torch.Tensor]]) -> None:
         names = [_split(n) for n, _ in values]
@@ -339,9 +348,9 @@ class Probe:
     def _note_nonfinite(self, frame: pd.DataFrame) -> None:
         if self.first_nonfinite is not None:
             return
-        # A zero-initialised bias has an infinite update ratio; only the tensors' own values count here.
-        counted = (frame["stat"] == R.NONFINITE) & (frame["value"] > 0)
-        bad = frame[counted | ((frame["stat"] != R.UPDATE_RATIO) & ~np.isfinite(frame["value"]))]
+        # Only counted NaN/Inf entries: a float32 mean of huge finite values may overflow, and a
+        # zero-initialised bias has an infinite update ratio, yet neither tensor holds a NaN or Inf.
+        bad = frame[(frame["stat"] == R.NONFINITE) & (frame["value"] > 0)]
         if len(bad):
             first = bad.loc[bad["step"].idxmin()]
             self.first_nonfinite = {k: first[k] for k in ("step", "layer", "tensor", "kind")}

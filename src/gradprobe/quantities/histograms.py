@@ -20,7 +20,9 @@ def histogram(x: torch.Tensor, bins: int) -> torch.Tensor:
     hi = torch.where(torch.isfinite(hi), hi, 0.0)
     flat_range = hi <= lo  # a constant tensor gets the unit range centred on its value
     lo, hi = torch.where(flat_range, lo - 0.5, lo), torch.where(flat_range, hi + 0.5, hi)
-    index = ((flat - lo) / (hi - lo) * bins).floor().clamp(0, bins - 1)
+    # float64 so that exploding values (|x| near float32's max) do not overflow hi - lo.
+    scaled = (flat.double() - lo.double()) / (hi.double() - lo.double()) * bins
+    index = torch.nan_to_num(scaled, nan=0.0).floor().clamp(0, bins - 1)
     index = torch.where(finite, index, float(bins)).long()  # bin `bins` collects non-finite entries
     counts = torch.zeros(bins + 1, dtype=torch.float32, device=flat.device)
     counts.scatter_add_(0, index, torch.ones_like(flat))

@@ -71,6 +71,11 @@ def parse_set(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            pass
     return [p.strip() for p in path], value
 
 
@@ -82,6 +87,18 @@ def _put(target: dict[str, Any], path: list[str], value: Any, label: str) -> Non
             raise GradprobeError(f"--set: {label}: {part!r} is a value, not a section")
         node = child
     node[path[-1]] = value
+
+
+# Keys that describe the same thing: setting one drops the others inherited from the base or arm.
+_EXCLUSIVE = {("model", "hidden"): (("model", "depth"), ("model", "width")),
+              ("model", "depth"): (("model", "hidden"),), ("model", "width"): (("model", "hidden"),)}
+
+
+def _drop_exclusive(target: dict[str, Any], path: list[str], explicit: set[tuple[str, ...]]) -> None:
+    for other in _EXCLUSIVE.get(tuple(path), ()):  # type: ignore[arg-type]
+        section = target.get(other[0])
+        if isinstance(section, dict) and other not in explicit:
+            section.pop(other[1], None)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -116,8 +133,11 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         return f"{field}: {_unknown_key_message(model, loc)}"
-    if msg.split(":", 1)[0].strip() in (field, loc[-1] if loc else "") or msg.startswith(f"{field} "):
-        return msg if msg.startswith(field) else f"{field}: {msg}"
+    head = msg.split(":", 1)[0].strip()
+    if field and (head == field or head.startswith(f"{field}.") or msg.startswith(f"{field} ")):
+        return msg  # our own validators already name the field
+    if loc and head == str(loc[-1]):
+        return f"{field}: {msg.split(':', 1)[1].strip()}"
     return f"{field}: {err.get('input')!r} is not allowed; {msg[0].lower()}{msg[1:]}"
 
 
@@ -157,10 +177,15 @@ def load_experiment(source: str, sets: list[str] | None = None, seeds: int | Non
         raise GradprobeError(f"arms: names must be unique, got {names}")
     base = {k: getattr(exp, k) for k in SECTIONS + _RUN_ONLY}
     runs = []
+    explicit = {tuple(path) for path, _, _ in run_sets}
     for arm in exp.arms:
-        merged = _merge(base, {k: v for k, v in arm.items() if k != "name"})
+        arm_over = {k: v for k, v in arm.items() if k != "name"}
+        merged = _merge(base, arm_over)
+        for key in arm_over.get("model", {}) if isinstance(arm_over.get("model"), dict) else ():
+            _drop_exclusive(merged, ["model", key], {("model", k) for k in arm_over["model"]})
         for path, value, label in run_sets:
             _put(merged, path, copy.deepcopy(value), label)
+            _drop_exclusive(merged, path, explicit)
         for seed in range(exp.seed, exp.seed + exp.seeds):
             runs.append(_validate(RunConfig, {**merged, "experiment": exp.name, "arm": arm["name"], "seed": seed}))
     return Experiment(exp, runs)

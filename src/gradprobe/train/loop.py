@@ -68,6 +68,7 @@ class Trainer:
         self.optimizer = setup.build_optimizer(cfg.optimizer, self.model)
         self.plan = setup.schedule_for(cfg, len(data.y_train))
         self._metrics: list[tuple[int, int, str, str, float]] = []
+        self._last_eval: dict[str, float] = {}
         self.step = 0
 
     def _sink(self, stats: pd.DataFrame, hists: pd.DataFrame) -> None:
@@ -95,6 +96,7 @@ class Trainer:
             out[f"{split}_loss"], out[f"{split}_accuracy"] = loss, acc
             rows += [(self.step, epoch, split, R.LOSS, loss), (self.step, epoch, split, R.ACCURACY, acc)]
         self._metrics += rows
+        self._last_eval = out
         frame = pd.DataFrame(rows, columns=list(R.METRIC_COLUMNS))
         for sink in self.sinks:
             sink.add_metrics(frame)
@@ -138,7 +140,7 @@ class Trainer:
                     idx = order[b * batch:(b + 1) * batch]
                     last_loss = self._train_step(x_all[idx], y_all[idx])
                     self.step += 1
-                    if not math.isfinite(last_loss) and cfg.train.stop_on_nonfinite:
+                    if cfg.train.stop_on_nonfinite and (not math.isfinite(last_loss) or probe.saw_nonfinite()):
                         status = R.DIVERGED
                         break
                     if self.step % eval_every == 0:
@@ -150,7 +152,8 @@ class Trainer:
                 if status == R.DIVERGED:
                     break
             probe.record_weights()
-        after = self.evaluate(epoch=math.ceil(self.step / plan.steps_per_epoch))
+        evaluated_now = self._metrics[-1][0] == self.step
+        after = self._last_eval if evaluated_now else self.evaluate(math.ceil(self.step / plan.steps_per_epoch))
         frame = probe.frame()
         metrics = pd.DataFrame(self._metrics, columns=list(R.METRIC_COLUMNS))
         weights = self.model.weight_layers()
