@@ -1,0 +1,5 @@
+"""``python -m gradprobe.cli`` runs the console script."""
+
+from gradprobe.cli.main import main
+
+main()
