@@ -2,12 +2,14 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from gradprobe.diagnose.engine import diagnose
 from gradprobe.probe import Probe, ProbeOptions
 from gradprobe.store.reader import load_run
+from gradprobe.watch import watch
 
 try:
     __version__ = version("gradprobe")
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
 
-__all__ = ["Probe", "ProbeOptions", "__version__", "load_run"]
+__all__ = ["Probe", "ProbeOptions", "__version__", "diagnose", "load_run", "watch"]

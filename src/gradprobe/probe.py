@@ -291,6 +291,12 @@ class Probe:
         if self._attached:
             self._push(step, R.DELTA, [(name, "output")], self._delta_q.stats, [self._delta_q.compute(Inputs(grad))])
 
+    def diagnose(self, thresholds: Any = None) -> Any:
+        """The diagnosis of what was recorded so far (see :func:`gradprobe.diagnose.engine.diagnose`)."""
+        from gradprobe.diagnose.engine import diagnose
+
+        return diagnose(self, thresholds)
+
     # -- results ---------------------------------------------------------------------------------
     def flush(self) -> None:
         """Move everything buffered to the host (one transfer per device) and hand it to the sink."""

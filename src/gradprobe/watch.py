@@ -1,0 +1,69 @@
+"""``watch``: probe a training loop in two lines and get a diagnosis when it ends."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradprobe.errors import GradprobeError
+from gradprobe.probe import Probe
+from gradprobe.schedules import Schedule
+
+log = logging.getLogger(__name__)
+
+
+def _show(probe: Probe) -> None:
+    """Print the probe's diagnosis on stderr (rich), or log why there is none."""
+    from rich.console import Console
+
+    from gradprobe.diagnose.engine import diagnose
+
+    try:
+        text = str(diagnose(probe))
+    except GradprobeError as exc:
+        log.warning("gradprobe.watch: no diagnosis: %s", exc)
+        return
+    Console(stderr=True, highlight=False).print(text, markup=False)
+
+
+@contextmanager
+def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, every: int | Schedule = 1,
+          print_diagnosis: bool = True, **probe_kwargs: Any) -> Iterator[Probe]:
+    """Attach a :class:`Probe` for the duration of a ``with`` block and print its diagnosis at exit.
+
+    Example::
+
+        with gradprobe.watch(model) as probe:
+            for x, y in loader:
+                ...  # the usual zero_grad / backward / optimizer.step()
+        report = gradprobe.diagnose(probe)  # the same verdict as printed, as an object
+
+    Args:
+        model: the model being trained.
+        optimizer: the optimizer to follow; None follows every torch optimizer holding the model's parameters.
+        every: record cadence in optimizer steps (an int or a schedule ``step -> bool``).
+        print_diagnosis: print the diagnosis on stderr when the block ends (also after an exception,
+            e.g. a NaN check or Ctrl-C, when at least one step was recorded).
+        probe_kwargs: further :class:`Probe` arguments (``hist_every``, ``params``, ``modules``, ``options``, ``sink``).
+
+    Yields:
+        The attached probe; it is detached (hooks removed, records flushed) when the block ends.
+
+    Raises:
+        GradprobeError: for a model or an option the probe rejects (at entry, before the loop runs).
+    """
+    probe = Probe(model, optimizer, every=every, **probe_kwargs)
+    try:
+        yield probe
+    finally:
+        probe.detach()
+        if print_diagnosis and probe.step_count > 0:
+            _show(probe)
+
+
+__all__ = ["watch"]
