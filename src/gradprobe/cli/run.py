@@ -8,14 +8,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from gradprobe.cli.console import out, progress_bars
+from gradprobe.cli.console import err, out, progress_bars
 from gradprobe.cli.format import json_number, num, pct, table
 from gradprobe.diagnose.theory import derivative_chain
+from gradprobe.errors import GradprobeError
+from gradprobe.report.html import write_report
+from gradprobe.report.select import report_dir
 from gradprobe.store.layout import resolve_store
-from gradprobe.train.config import RunConfig
+from gradprobe.store.reader import load_run
+from gradprobe.train.config import ExperimentConfig, RunConfig
 from gradprobe.train.experiment import Experiment, load_experiment, preset_names, read_source
 from gradprobe.train.loop import RunResult
-from gradprobe.train.runner import run_experiment
+from gradprobe.train.runner import SinksFactory, resume_run, run_experiment
 
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="Run store directory (env GRADPROBE_STORE).")]
 
@@ -63,15 +67,51 @@ def _run_decay(exp: Experiment, as_json: bool) -> None:
     out.print(table(f"{exp.name}: running product of phi'(x) over n layers", cols, rows))
 
 
+def _resume(run_id: str, store: str | None, as_json: bool, conflicts: dict[str, object]) -> None:
+    """Continue one interrupted run in place and print it like a one-run experiment."""
+    given = [name for name, value in conflicts.items() if value]
+    if given:
+        raise GradprobeError(f"--resume: {run_id!r} cannot be combined with {', '.join(given)}; "
+                             "a resumed run keeps its stored config")
+    root = resolve_store(store)
+    with progress_bars() as bars:
+        task = bars.add_task(f"resume {run_id}", total=None)
+        result = resume_run(run_id, root, lambda done, total: bars.update(task, completed=done, total=total))
+    exp = Experiment(ExperimentConfig(name=result.config.experiment), [result.config])
+    if as_json:
+        typer.echo(_json_results(exp, [result]))
+    else:
+        _print_results(exp, [result], root)
+
+
 def run(
-    experiment: Annotated[str, typer.Argument(help="Preset name (see 'gradprobe presets') or a YAML/JSON file.")],
+    experiment: Annotated[Optional[str], typer.Argument(
+        help="Preset name (see 'gradprobe presets') or a YAML/JSON file.", show_default=False)] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field, e.g. optimizer.lr=0.01.")] = None,
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="Repeat every arm over N seeds.")] = None,
     store: StoreOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
+    resume: Annotated[Optional[str], typer.Option(
+        "--resume", help="Continue an interrupted run (id or prefix) from its last checkpoint.")] = None,
+    stop_on_nonfinite: Annotated[Optional[bool], typer.Option(
+        "--stop-on-nonfinite/--no-stop-on-nonfinite",
+        help="End a run as 'diverged' at the first NaN/Inf loss [default: stop].", show_default=False)] = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write figures and report.html.")] = False,
+    report_to: Annotated[Path | None, typer.Option(
+        "--report-dir", help="Report folder (default <store>/reports/<experiment>-<time>).")] = None,
+    tensorboard: Annotated[Path | None, typer.Option(
+        "--tensorboard", help="Also log live to this TensorBoard log directory.")] = None,
 ) -> None:
     """Train every arm of EXPERIMENT (x seeds), store each run, and print the comparison."""
-    exp = load_experiment(experiment, set_ or [], seeds)
+    if resume is not None:
+        _resume(resume, store, as_json, {"EXPERIMENT": experiment, "--set": set_, "--seeds": seeds is not None,
+                                         "--[no-]stop-on-nonfinite": stop_on_nonfinite is not None})
+        return
+    if experiment is None:
+        raise GradprobeError("experiment: missing; give a preset name (see 'gradprobe presets'), "
+                             "a .yaml/.json file, or --resume RUN")
+    nonfinite = [] if stop_on_nonfinite is None else [f"train.stop_on_nonfinite={str(stop_on_nonfinite).lower()}"]
+    exp = load_experiment(experiment, (set_ or []) + nonfinite, seeds)
     if exp.config.kind == "decay":
         _run_decay(exp, as_json)
         return
@@ -81,11 +121,27 @@ def run(
             task = bars.add_task(f"{cfg.arm} s{cfg.seed}", total=None)
             return lambda done, total: bars.update(task, completed=done, total=total)
 
-        results = run_experiment(exp, root, progress)
+        results = run_experiment(exp, root, progress, _tensorboard_sinks(tensorboard) if tensorboard else None)
     if as_json:
         typer.echo(_json_results(exp, results))
     else:
         _print_results(exp, results, root)
+    if not no_report:
+        _report(results, root, report_to, as_json)
+
+
+def _tensorboard_sinks(logdir: Path) -> SinksFactory:
+    """Return a factory of one live TensorBoard sink per run (imported only when asked for)."""
+    from gradprobe.report.tensorboard import TensorBoardSink
+
+    return lambda cfg, run_id: [TensorBoardSink(logdir, cfg.experiment, cfg.arm, cfg.seed)]
+
+
+def _report(results: list[RunResult], root: Path, folder: Path | None, as_json: bool) -> None:
+    """Write the figures and report.html of the stored runs; print the page's path (stderr with --json)."""
+    runs = [load_run(r.run_id, root) for r in results if r.run_id is not None]
+    page, _ = write_report(runs, folder or report_dir(runs, root))
+    (err if as_json else out).print(f"report: {page}", markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,29 @@
+"""Records -> matplotlib Figures; never touches torch hooks or autograd."""
+
+from gradprobe.plots.activations import activation_curves, activation_overlay, derivative_decay
+from gradprobe.plots.boundary import BoundaryGrid, decision_boundary
+from gradprobe.plots.curves import grad_over_time, loss_accuracy
+from gradprobe.plots.epochs import grad_mean_std_loss, weight_stats
+from gradprobe.plots.gradient_flow import gradient_flow
+from gradprobe.plots.health import unit_health
+from gradprobe.plots.heatmap import grad_heatmap
+from gradprobe.plots.histograms import histogram_ridges
+from gradprobe.plots.style import arm_colors, order_layers
+
+__all__ = [
+    "BoundaryGrid",
+    "activation_curves",
+    "activation_overlay",
+    "arm_colors",
+    "decision_boundary",
+    "derivative_decay",
+    "grad_heatmap",
+    "grad_mean_std_loss",
+    "grad_over_time",
+    "gradient_flow",
+    "histogram_ridges",
+    "loss_accuracy",
+    "order_layers",
+    "unit_health",
+    "weight_stats",
+]
