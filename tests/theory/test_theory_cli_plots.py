@@ -15,7 +15,7 @@ from gradprobe import theory
 from gradprobe.cli.main import main
 from gradprobe.errors import GradprobeError
 from gradprobe.models import ModelConfig, build_mlp
-from gradprobe.plots.theory import chi_vs_sigma, derivative_chains, predicted_vs_measured
+from gradprobe.plots.theory import chi_vs_sigma, predicted_vs_measured
 from gradprobe.store.reader import Run, load_run
 from gradprobe.store.writer import RunWriter
 
@@ -139,10 +139,3 @@ def test_chi_vs_sigma_figure() -> None:
     he_marker = [line for line in ax.get_lines() if len(line.get_xdata()) == 1
                  and line.get_xdata()[0] == pytest.approx(np.sqrt(2.0))]
     assert he_marker and he_marker[0].get_ydata()[0] == pytest.approx(1.0, abs=1e-3)
-
-
-def test_derivative_chains_figure() -> None:
-    fig = derivative_chains([("relu", -1.0, [0.0, 0.0]), ("sigmoid", 0.0, [0.25, 0.0625])])
-    lines = fig.axes[0].get_lines()
-    assert np.isnan(lines[0].get_ydata()).all()  # zero cannot sit on a log axis
-    np.testing.assert_allclose(lines[1].get_ydata(), [0.25, 0.0625])

@@ -114,18 +114,17 @@ def decay(
     if steps < 1 or steps > 1000:
         raise GradprobeError(f"decay.steps: {steps!r} is out of range; allowed: integers 1..1000")
     _check_plot_path(plot)
-    chains = [(a, v, derivative_chain(a, v, steps)) for a in activation for v in x]
+    chains = [{"activation": a, "x": v, "products": derivative_chain(a, v, steps)} for a in activation for v in x]
     if plot is not None:
-        from gradprobe.plots.theory import derivative_chains
+        from gradprobe.plots.activations import derivative_decay
 
-        _save(derivative_chains(chains), plot)
+        _save(derivative_decay(chains), plot)
     if as_json:
-        typer.echo(json.dumps({"chains": [
-            {"activation": a, "x": v, "products": [json_number(p) for p in products]}
-            for a, v, products in chains]}))
+        typer.echo(json.dumps({"chains": [{**c, "products": [json_number(p) for p in c["products"]]}
+                                          for c in chains]}))
         return
     cols = ["activation", "x"] + [f"n={n}" for n in range(1, steps + 1)]
-    rows = [[a, num(v)] + [num(p, 3) for p in products] for a, v, products in chains]
+    rows = [[c["activation"], num(c["x"])] + [num(p, 3) for p in c["products"]] for c in chains]
     out.print(table("running product of phi'(x) over n layers", cols, rows))
 
 

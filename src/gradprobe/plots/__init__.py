@@ -9,9 +9,16 @@ from gradprobe.plots.health import unit_health
 from gradprobe.plots.heatmap import grad_heatmap
 from gradprobe.plots.histograms import histogram_ridges
 from gradprobe.plots.style import arm_colors, order_layers
+from gradprobe.plots.sweep import accuracy_curve, depth_curve, heatmap
+from gradprobe.plots.theory import chi_vs_sigma, predicted_vs_measured
 
 __all__ = [
     "BoundaryGrid",
+    "accuracy_curve",
+    "chi_vs_sigma",
+    "depth_curve",
+    "heatmap",
+    "predicted_vs_measured",
     "activation_curves",
     "activation_overlay",
     "arm_colors",

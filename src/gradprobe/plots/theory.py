@@ -13,7 +13,7 @@ from gradprobe.diagnose.theory import TheoryResult, measured_ratio
 from gradprobe.errors import GradprobeError
 from gradprobe.store.reader import Run
 
-__all__ = ["chi_vs_sigma", "derivative_chains", "predicted_vs_measured"]
+__all__ = ["chi_vs_sigma", "predicted_vs_measured"]
 
 _INIT_MARKERS = (("glorot_uniform", "o", "Glorot"), ("he_normal", "s", "He"),
                  ("lecun_normal", "x", "LeCun"))
@@ -104,29 +104,4 @@ def chi_vs_sigma(activations: Sequence[str], sigma_b2: float = 0.0) -> Figure:
     ax.set_title(f"Per-layer gradient gain at the fixed point (sigma_b^2 = {sigma_b2:g})",
                  fontsize=9)
     ax.legend(fontsize=8, ncol=2)
-    return fig
-
-
-def derivative_chains(chains: Sequence[tuple[str, float, Sequence[float]]]) -> Figure:
-    """Running product of ``phi'(x)`` against the number of layers n, one line per chain.
-
-    Requires: nothing recorded; pass ``(activation, x, derivative_chain(activation, x, steps))``.
-
-    Args:
-        chains: ``(activation, x, products)`` with ``products[n-1]`` the product over n layers.
-
-    Returns:
-        Figure with log y; non-positive products (e.g. ReLU at x < 0) are left out.
-    """
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
-    ax = fig.subplots()
-    for activation, x, products in chains:
-        n = np.arange(1, len(products) + 1)  # (steps,)
-        values = np.asarray(products, dtype=float)
-        ax.plot(n, np.where(values > 0, values, np.nan), "o-", label=f"{activation}, x = {x:g}")
-    ax.set_yscale("log")
-    ax.set_xlabel("layers n")
-    ax.set_ylabel("prod of phi'(x) over n layers")
-    ax.set_title("How a gradient shrinks through n layers at a fixed pre-activation", fontsize=9)
-    ax.legend(fontsize=8)
     return fig

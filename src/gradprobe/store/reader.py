@@ -221,6 +221,8 @@ def read_run_docs(store: str | os.PathLike[str] | None = None) -> list[tuple[str
     for run_id in run_ids(root):
         try:
             docs.append((run_id, _read_doc(root / "runs" / run_id)))
+        except FileNotFoundError:  # a run directory is created a moment before its run.json
+            _log.debug("skipping run %s in store %s: no %s yet", run_id, root, RUN_JSON)
         except (OSError, ValueError, TypeError) as exc:
             _log.warning(
                 "skipping run %s in store %s: unreadable %s (%s)", run_id, root, RUN_JSON, exc
