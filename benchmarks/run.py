@@ -1,0 +1,148 @@
+"""Run every benchmark once, side by side on this machine, and write benchmarks/RESULTS.md.
+
+Usage: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/run.py`` (``make bench``). Every variant runs
+with one torch thread; compared variants are interleaved (A B A B ...) and medians reported.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_circles
+import bench_depth
+import bench_probe_overhead
+import bench_spiral
+
+OUT = Path(__file__).resolve().parent / "RESULTS.md"
+# Repetitions scaled to the 15-minute budget on a shared 2-core machine; problem sizes are the issue's.
+REPS = {"overhead": 5, "circles": 2, "spiral": 1, "depth": 3}
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """CPU, cores, load, versions, threads and date of this run."""
+    return {"cpu": _cpu(), "cores": os.cpu_count(), "load_average": os.getloadavg(),
+            "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "torch_threads": torch.get_num_threads(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}g}"
+
+
+def report(info: dict[str, Any], res: dict[str, Any], wall: float) -> str:
+    """RESULTS.md text from the measurements."""
+    ov, ci, sp, de = res["overhead"], res["circles"], res["spiral"], res["depth"]
+    lines = [
+        "# gradprobe benchmarks", "",
+        (f"Written by `benchmarks/run.py` (`make bench`) in {wall / 60:.1f} min. Machine: {info['cpu']}, "
+        f"{info['cores']} cores (shared; load average at start {', '.join(_fmt(v) for v in info['load_average'])}), "
+        f"torch {info['torch']}, numpy {info['numpy']}, Python {info['python']}, {info['date']}."),
+        ("Every variant runs with **1 torch thread** (`torch.set_num_threads(1)`, `OMP_NUM_THREADS=1`); compared "
+        "variants are interleaved (A B A B ...) and the median over repetitions is reported. Repetitions "
+        f"(not problem sizes) are scaled to the 15-minute budget: {REPS}."), "",
+        "| # | benchmark | measured | target | met |", "|---|---|---|---|---|",
+        (f"| 1 | probe overhead, every step | {ov['overhead']['probe every step']:+.1%} | <= 5% | "
+        f"{'yes' if ov['overhead']['probe every step'] <= 0.05 else 'no'} |"),
+        (f"| 1 | probe overhead, every 10 steps | {ov['overhead']['probe every 10 steps']:+.1%} | <= 1% | "
+        f"{'yes' if ov['overhead']['probe every 10 steps'] <= 0.01 else 'no'} |"),
+        (f"| 2 | circles-deep 3 x {ci['models'] // 3} seeds, {ci['epochs']} epochs, ensemble vs plain loop | {ci['speedup']:.1f}x faster | >= 50x | "
+        f"{'yes' if ci['speedup'] >= 50 else 'no'} |"),
+        (f"| 3 | spiral 2 arms x {sp['iterations']} iterations, gradprobe vs NumPy | {sp['speedup']:.2f}x "
+        f"| > 1x | {'yes' if sp['speedup'] > 1 else 'no'} |"),
+        (f"| 4 | depth sweep, best share of fp32 matmul peak | "
+        f"{max(r['share_of_peak'] for r in de['rows']):.2%} | >= 10% | "
+        f"{'yes' if max(r['share_of_peak'] for r in de['rows']) >= 0.1 else 'no'} |"),
+        (f"| 5 | store, bytes per recorded stat value (circles / spiral) | {ci['store']['bytes_per_value']:.2f} / "
+        f"{sp['store']['bytes_per_value']:.2f} | <= 16 | "
+        f"{'yes' if max(ci['store']['bytes_per_value'], sp['store']['bytes_per_value']) <= 16 else 'no'} |"), "",
+        "## 1. Probe overhead", "",
+        (f"MLP 784 -> 6 x 256 -> 10, batch 128, Adam, random MNIST-shaped data; {ov['steps']} steps per "
+        f"variant and repetition, {ov['reps']} repetitions; median seconds per step."), "",
+        "| variant | s/step | overhead |", "|---|---|---|",
+    ]
+    base = ov["step_seconds"]["uninstrumented"]
+    lines += [f"| {v} | {_fmt(s)} | {s / base - 1:+.1%} |" for v, s in ov["step_seconds"].items()]
+    lines += ["", "## 2. circles-deep ensemble vs plain loop", "",
+              (f"{ci['models']} models (sigmoid/tanh/relu x {ci['models'] // 3} seeds), {ci['epochs']} epochs, batch 32, RMSprop. "
+              "gradprobe: `train_group` with the preset's probe cadence (stats and histograms every epoch) "
+              f"writing {ci['models']} run directories to a temp store. Baseline: a plain PyTorch loop, one model at a time, "
+              f"no probe, no store. Repetitions: {ci['reps']}."), "",
+              "| engine | seconds (median) | all |", "|---|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} | {', '.join(_fmt(x) for x in ci['all_seconds'][k])} |" for k, v in ci["seconds"].items()]
+    lines += ["", f"Speed-up: **{ci['speedup']:.1f}x**. Final train accuracy, mean +- std over seeds:", "",
+              "| arm | gradprobe | plain loop |", "|---|---|---|"]
+    for arm, (m, s) in ci["accuracy_mean_std"]["gradprobe"].items():
+        pm, ps = ci["accuracy_mean_std"]["plain loop"][arm]
+        lines.append(f"| {arm} | {m:.3f} +- {s:.3f} | {pm:.3f} +- {ps:.3f} |")
+    lines += ["", "## 3. spiral: gradprobe vs hand-written NumPy", "",
+              (f"CS231n spiral, 2 -> 50 -> 50 -> 3, full batch, step 0.1, L2 1e-3, {sp['iterations']} iterations, "
+              "arms sigmoid and relu. gradprobe trains both arms as one ensemble, recording the preset's "
+              "per-iteration gradient stats (mean_abs, sum|dW|/sum(shape), norm, nonfinite, weight norm) and "
+              "histograms, into a temp store. NumPy: CS231n-style forward/backward in float64 (NumPy's "
+              "default, as in the course), also computing sum|dW|/sum(shape) per iteration, one arm after the "
+              f"other. Repetitions: {sp['reps']}."), "",
+              "| engine | seconds (median) | train accuracy (sigmoid, relu) |", "|---|---|---|",
+              f"| gradprobe | {_fmt(sp['seconds']['gradprobe'])} | {', '.join(f'{a:.3f}' for a in sp['train_accuracy']['gradprobe'])} |",
+              f"| NumPy | {_fmt(sp['seconds']['numpy'])} | {', '.join(f'{a:.3f}' for a in sp['train_accuracy']['numpy'])} |",
+              "", f"Ratio NumPy time / gradprobe time: **{sp['speedup']:.2f}**.", "",
+              "## 4. Depth sweep", "",
+              (f"circles, width 5, depth d, activations {', '.join(bench_depth.ACTIVATIONS)} x 5 seeds = 20 models "
+              f"per group, {de['epochs']} epochs of batch 32, probe on at the preset cadence, no store. Useful FLOPs "
+              "= 6 x batch x sum(fan_in x fan_out) per model-step. fp32 matmul peak (1024^2 `torch.mm`, 1 thread, "
+              f"measured between the runs): {de['peak_flop_per_s'] / 1e9:.1f} GFLOP/s."), "",
+              "| depth | seconds | model-steps/s | useful GFLOP/s | share of peak |", "|---|---|---|---|---|"]
+    lines += [f"| {r['depth']} | {_fmt(r['seconds'])} | {r['model_steps_per_s']:.0f} | "
+              f"{r['useful_flop_per_s'] / 1e9:.3f} | {r['share_of_peak']:.3%} |" for r in de["rows"]]
+    lines += ["", "## 5. Store", "",
+              ("Bytes of the `stats-*.parquet` parts divided by the number of stat rows they hold "
+              "(float32 values, dictionary-encoded keys, byte-stream-split values)."), "",
+              (f"* circles-deep ({ci['models']} runs, every-epoch records): {ci['store']['bytes_per_value']:.2f} bytes/value "
+              f"({ci['store']['stat_rows']} values; whole run directories incl. histograms and models: "
+              f"{ci['store']['run_dir_bytes_total']} bytes)"),
+              (f"* spiral (2 runs, every-iteration records): {sp['store']['bytes_per_value']:.2f} bytes/value "
+              f"({sp['store']['stat_rows']} values)"), "",
+              "Raw numbers: `benchmarks/results.json`."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Run all benchmarks and write RESULTS.md and results.json."""
+    torch.set_num_threads(1)
+    info = machine()
+    start = time.perf_counter()
+    res: dict[str, Any] = {}
+    for name, fn in (("overhead", bench_probe_overhead.run), ("circles", bench_circles.run),
+                     ("spiral", bench_spiral.run), ("depth", bench_depth.run)):
+        t0 = time.perf_counter()
+        res[name] = fn(REPS[name])
+        print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)  # a script's progress
+    wall = time.perf_counter() - start
+    (OUT.parent / "results.json").write_text(json.dumps({"machine": info, "results": res}, indent=1, default=str))
+    OUT.write_text(report(info, res, wall))
+    print(OUT.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Train same-shaped configurations together: one batched computation for many seeds, activations and inits.
+
+Members of a group share the data, widths, optimizer, training schedule and record settings; they
+may differ in seed, elementwise activation, weight init, output init and bias init. Each member
+gets the run directory, statistics and summary that ``runner.run_one`` would give it (tests
+compare the two); anything else (maxout, checkpointing, user models) takes the one-model loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from gradprobe.data.datasets import Dataset, load_dataset
+from gradprobe.errors import GradprobeError
+from gradprobe.models.activations import activation_spec
+from gradprobe.store.layout import new_run_id
+from gradprobe.store.writer import RunWriter
+from gradprobe.train.config import RunConfig
+from gradprobe.train.ensemble_loop import EnsembleTrainer
+from gradprobe.train.env import environment
+from gradprobe.train.experiment import Experiment
+from gradprobe.train.loop import Progress, RunResult
+from gradprobe.train.runner import run_one
+
+# Fields a member may change without changing any tensor shape or the training schedule.
+_FREE = ("experiment", "arm", "seed")
+_FREE_MODEL = ("activation", "init", "output_init", "bias_init", "hidden", "depth", "width")
+
+
+def _key(cfg: RunConfig) -> str:
+    raw = cfg.model_dump(mode="json")
+    for name in _FREE:
+        raw.pop(name)
+    for name in _FREE_MODEL:
+        raw["model"].pop(name)
+    raw["model"]["widths"] = cfg.model.widths()
+    return json.dumps(raw, sort_keys=True)
+
+
+def _alone(cfg: RunConfig) -> bool:
+    """Configurations only the one-model loop trains: maxout, or checkpointing for resume."""
+    return activation_spec(cfg.model.activation).fn is None or cfg.train.checkpoint_every is not None
+
+
+def can_ensemble(cfgs: list[RunConfig]) -> bool:
+    """Whether ``cfgs`` can be trained as one group by :func:`train_group`.
+
+    They must share everything but experiment, arm, seed, activation (elementwise ones; not
+    maxout), init, output_init and bias_init, and not ask for checkpoints.
+    """
+    if not cfgs or any(_alone(c) for c in cfgs):
+        return False
+    first = _key(cfgs[0])
+    return all(_key(c) == first for c in cfgs[1:])
+
+
+def group_configs(cfgs: list[RunConfig]) -> list[list[RunConfig]]:
+    """Split ``cfgs`` into groups that :func:`can_ensemble`, in order of first appearance.
+
+    A configuration that cannot join any group (see :func:`can_ensemble`) is a group of its own,
+    for which ``can_ensemble([cfg])`` is False.
+    """
+    groups: dict[str, list[RunConfig]] = {}
+    for i, cfg in enumerate(cfgs):
+        key = f"alone-{i}" if _alone(cfg) else _key(cfg)
+        groups.setdefault(key, []).append(cfg)
+    return list(groups.values())
+
+
+def _meta(cfg: RunConfig, batch: str | None) -> dict[str, object]:
+    """The run meta ``run_one`` writes, with the writing process (resume refuses runs still being written)."""
+    return {"experiment": cfg.experiment, "arm": cfg.arm, "seed": cfg.seed, "batch": batch,
+            "pid": os.getpid(), "host": socket.gethostname()}
+
+
+def train_group(cfgs: list[RunConfig], data: Dataset, store: Path | None, batch: str | None = None,
+                progress: Progress | None = None) -> list[RunResult]:
+    """Train a group together; one RunResult (and, with a store, one run directory) per config, in order.
+
+    Args:
+        cfgs: configurations for which :func:`can_ensemble` holds.
+        data: the data set they share.
+        store: run store root, or None to keep results in memory only.
+        batch: the invocation id stored in every run's meta (as ``run_one`` does).
+        progress: called with (steps done, total steps) of the group.
+
+    Returns:
+        What ``runner.run_one`` returns for each config; ``summary["seconds"]`` is the group's
+        wall time divided by its size.
+
+    Raises:
+        GradprobeError: if the configs cannot be trained as one group.
+    """
+    if not can_ensemble(cfgs):
+        raise GradprobeError(
+            "train_group: these configs cannot be trained together; allowed: the same data, widths, "
+            "optimizer, train and record settings, elementwise activations (no maxout), no checkpoints")
+    order = sorted(range(len(cfgs)), key=lambda i: str(activation_spec(cfgs[i].model.activation)))
+    members = [cfgs[i] for i in order]  # equal activations side by side: one op per distinct activation
+    if members[0].train.threads is not None:
+        torch.set_num_threads(members[0].train.threads)
+    with contextlib.ExitStack() as stack:
+        writers: list[RunWriter | None] = [None] * len(members)
+        if store is not None:
+            writers = [stack.enter_context(RunWriter(
+                store, new_run_id(c.experiment, c.arm, c.seed), config=c.model_dump(mode="json"),
+                env=environment(c.device), meta=_meta(c, batch))) for c in members]
+        results = EnsembleTrainer(members, data, writers, progress).run()
+    by_input = dict(zip(order, results))
+    return [by_input[i] for i in range(len(cfgs))]
+
+
+def run_experiment_ensembled(exp: Experiment, store: Path | None,
+                             progress: Callable[[RunConfig], Progress | None] | None = None) -> list[RunResult]:
+    """``runner.run_experiment`` with every group that can be ensembled trained as one; results in run order."""
+    batch = new_run_id(exp.name, "batch", None)
+    cache: dict[str, Dataset] = {}
+    done: dict[int, RunResult] = {}
+    index = {id(c): i for i, c in enumerate(exp.runs)}
+    for group in group_configs(exp.runs):
+        key = group[0].data.model_dump_json()
+        if key not in cache:
+            cache[key] = load_dataset(group[0].data)
+        if can_ensemble(group):
+            bars = [progress(c) for c in group] if progress else []
+
+            def tell(done_steps: int, total: int, bars: list[Progress | None] = bars) -> None:
+                for bar in bars:
+                    if bar is not None:
+                        bar(done_steps, total)
+
+            results = train_group(group, cache[key], store, batch, tell)
+        else:
+            results = [run_one(c, store, cache[key], progress(c) if progress else None, batch) for c in group]
+        done.update({index[id(c)]: r for c, r in zip(group, results)})
+    return [done[i] for i in range(len(exp.runs))]
+
+
+__all__ = ["can_ensemble", "group_configs", "run_experiment_ensembled", "train_group"]
