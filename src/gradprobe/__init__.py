@@ -5,7 +5,7 @@ from importlib.metadata import PackageNotFoundError, version
 from gradprobe.diagnose.engine import diagnose
 from gradprobe.probe import Probe, ProbeOptions
 from gradprobe.store.reader import load_run
-from gradprobe.watch import watch
+from gradprobe.watcher import watch
 
 try:
     __version__ = version("gradprobe")

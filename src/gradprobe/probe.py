@@ -21,8 +21,18 @@ from torch import nn
 from gradprobe import records as R
 from gradprobe.errors import GradprobeError
 from gradprobe.hooks import HookSet, first_tensor
-from gradprobe.quantities import ActivationStats, Inputs, TensorStats, UpdateRatio, family_of, histogram
+from gradprobe.quantities import (
+    ActivationStats,
+    Inputs,
+    Quantity,
+    TensorStats,
+    UpdateRatio,
+    family_of,
+    histogram,
+    update_norms,
+)
 from gradprobe.quantities.histograms import unpack_histogram
+from gradprobe.quantities.tensor_stats import NONFINITE
 from gradprobe.schedules import Schedule, as_schedule
 
 log = logging.getLogger(__name__)
@@ -44,13 +54,14 @@ class ProbeOptions:
 
 @dataclass
 class _Block:
-    """Statistics of several tensors of one kind at one step, still on the device."""
+    """Raw reductions of several tensors of one kind at one step, still on the device."""
 
     step: int
-    kind: str
-    names: list[tuple[str, str]]  # (layer, tensor) per row of values
-    stats: tuple[str, ...]
-    values: torch.Tensor  # (len(names), len(stats))
+    quantity: Quantity
+    names: list[tuple[str, str]]  # (layer, tensor) per row
+    stats: tuple[str, ...]  # what the rows become once finalised on the host
+    raw: torch.Tensor  # (len(names), k) raw reductions
+    meta: list[tuple[float, ...]]  # per row: what finalising needs (element counts, shapes)
 
 
 @dataclass
@@ -128,6 +139,7 @@ class Probe:
         self._step = 0
         self._seen: set[str] = set()
         self._snapshot: list[torch.Tensor] | None = None
+        self._snapshot_buffers: list[torch.Tensor] | None = None
         self._last_weights: list[torch.Tensor] | None = None  # for step(): ratio between recorded steps
         self._followed_optimizer = False
         self._buffer = _Buffer()
@@ -156,7 +168,7 @@ class Probe:
             self._attached = False
             self.flush()
 
-    def __enter__(self) -> Probe:
+    def __enter__(self) -> Probe:  # noqa: PYI034  (Probe is not meant to be subclassed)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -178,14 +190,15 @@ class Probe:
             self._owned[key] = self._explicit_optimizer is not None or self._owns(optimizer)
         return self._owned[key]
 
-    def _push(self, step: int, kind: str, names: list[tuple[str, str]], stats: tuple[str, ...],
-              rows: list[torch.Tensor]) -> None:
-        if names and stats:
-            values = torch.stack(rows)  # (len(names), len(stats))
-            self._buffer.blocks.append(_Block(step, kind, names, stats, values))
-            self._buffer.steps.add(step)
-            if R.NONFINITE in stats:
-                self._nonfinite_flags.append(values[:, stats.index(R.NONFINITE)].sum())
+    def _push(self, step: int, quantity: Quantity, names: list[tuple[str, str]], stats: tuple[str, ...],
+              raw: torch.Tensor, meta: list[tuple[float, ...]]) -> None:
+        if not names or not stats:
+            return
+        self._buffer.blocks.append(_Block(step, quantity, names, stats, raw, meta))
+        self._buffer.steps.add(step)
+        column = getattr(quantity, "moments", getattr(quantity, "_moments", ()))
+        if R.NONFINITE in stats and NONFINITE in column:
+            self._nonfinite_flags.append(raw[:, column.index(NONFINITE)].sum())
 
     def saw_nonfinite(self) -> bool:
         """Whether any non-finite value was counted since the last call (reads device flags: a sync)."""
@@ -193,8 +206,12 @@ class Probe:
         return bool(flags) and bool(torch.stack([f.to("cpu") for f in flags]).sum() > 0)
 
     def _record_tensors(self, step: int, quantity: TensorStats, values: list[tuple[str, torch.Tensor]]) -> None:
-        names = [_split(n) for n, _ in values]
-        self._push(step, quantity.kind, names, quantity.stats, [quantity.compute(Inputs(t)) for _, t in values])
+        if not values or not quantity.stats:
+            return
+        inputs = [Inputs(t) for _, t in values]
+        raw = torch.stack([quantity.raw(i) for i in inputs])  # (len(values), k)
+        self._push(step, quantity, [_split(n) for n, _ in values], quantity.stats, raw,
+                   [quantity.meta(i) for i in inputs])
 
     def _record_params(self, step: int) -> None:
         grads = [(n, p.grad) for n, p in self._params if p.grad is not None]
@@ -210,11 +227,17 @@ class Probe:
 
     def _record_ratio(self, step: int, before: list[torch.Tensor]) -> None:
         assert self._ratio_q is not None
-        rows = [self._ratio_q.compute(Inputs(p, previous=b)) for (_, p), b in zip(self._params, before)]
-        self._push(step, R.WEIGHT, [_split(n) for n, _ in self._params], (R.UPDATE_RATIO,), rows)
+        raw = update_norms(before, [p for _, p in self._params])  # (n_params, 2)
+        self._push(step, self._ratio_q, [_split(n) for n, _ in self._params], (R.UPDATE_RATIO,), raw,
+                   [()] * len(self._params))
 
-    def _snapshot_weights(self) -> list[torch.Tensor]:
-        return [p.detach().clone() for _, p in self._params]
+    def _snapshot_weights(self, buffers: list[torch.Tensor] | None) -> list[torch.Tensor]:
+        """Copy the weights into reusable buffers (allocated once) in one fused call."""
+        params = [p.detach() for _, p in self._params]
+        if buffers is None:
+            return [p.clone() for p in params]
+        torch._foreach_copy_(buffers, params)
+        return buffers
 
     def _pre_step(self, optimizer: torch.optim.Optimizer) -> None:
         if not self._follows(optimizer):
@@ -224,7 +247,8 @@ class Probe:
         if self._schedule(step):
             self._record_params(step)
             if self._ratio_q is not None:
-                self._snapshot = self._snapshot_weights()
+                self._snapshot = self._snapshot_weights(self._snapshot_buffers)
+                self._snapshot_buffers = self._snapshot
         if self._hist_schedule(step):
             self._record_hists(step)
 
@@ -258,7 +282,7 @@ class Probe:
             if self._ratio_q is not None:
                 if self._last_weights is not None:
                     self._record_ratio(step, self._last_weights)
-                self._last_weights = self._snapshot_weights()
+                self._last_weights = self._snapshot_weights(None)
         if self._hist_schedule(step):
             self._record_hists(step)
         self._advance()
@@ -279,8 +303,8 @@ class Probe:
                 return
             self._seen.add(name)  # only the first forward of a step (gradient accumulation, RNN reuse)
             inputs_ = Inputs(out, family=family)
-            self._push(step, R.ACTIVATION, [(name, "output")], self._act_q.stats_for(inputs_),
-                       [self._act_q.compute(inputs_)])
+            self._push(step, self._act_q, [(name, "output")], self._act_q.stats_for(inputs_),
+                       self._act_q.raw(inputs_)[None], [self._act_q.meta(inputs_)])
             if out.requires_grad and self._delta_q.stats:
                 # A tensor hook, not a full backward hook: it survives in-place ops after this module.
                 out.register_hook(lambda g: self._on_delta(step, name, g))
@@ -289,7 +313,9 @@ class Probe:
 
     def _on_delta(self, step: int, name: str, grad: torch.Tensor) -> None:
         if self._attached:
-            self._push(step, R.DELTA, [(name, "output")], self._delta_q.stats, [self._delta_q.compute(Inputs(grad))])
+            inputs = Inputs(grad)
+            self._push(step, self._delta_q, [(name, "output")], self._delta_q.stats, self._delta_q.raw(inputs)[None],
+                       [self._delta_q.meta(inputs)])
 
     def diagnose(self, thresholds: Any = None) -> Any:
         """The diagnosis of what was recorded so far (see :func:`gradprobe.diagnose.engine.diagnose`)."""
@@ -328,13 +354,35 @@ class Probe:
                 host[i] = joined[offsets[j] : offsets[j + 1]]
         return np.concatenate(host)  # type: ignore[arg-type]
 
+    @staticmethod
+    def _finalize(blocks: list[_Block]) -> np.ndarray:
+        """Host statistics of every block, in block order, finalised group by group with NumPy."""
+        raw = Probe._to_host([b.raw.double() for b in blocks])
+        offsets = np.cumsum([0] + [b.raw.numel() for b in blocks])
+        groups: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+        for i, b in enumerate(blocks):
+            groups.setdefault((id(b.quantity), b.stats), []).append(i)
+        parts: list[np.ndarray] = [np.empty(0)] * len(blocks)
+        for members in groups.values():
+            first = blocks[members[0]]
+            width = first.raw.shape[1]
+            rows = np.concatenate([raw[offsets[i]:offsets[i + 1]] for i in members]).reshape(-1, width)
+            meta = np.array([m for i in members for m in blocks[i].meta], dtype=np.float64).reshape(len(rows), -1)
+            values = first.quantity.finalize(rows, meta, first.stats)  # (rows, len(stats))
+            start = 0
+            for i in members:
+                n = len(blocks[i].names)
+                parts[i] = values[start:start + n].reshape(-1)
+                start += n
+        return np.concatenate(parts) if parts else np.zeros(0)
+
     def _stats_frame(self, blocks: list[_Block]) -> pd.DataFrame:
-        values = self._to_host([b.values for b in blocks])
+        values = self._finalize(blocks)
         cols: dict[str, list[Any]] = {"step": [], "layer": [], "tensor": [], "kind": [], "stat": []}
         for b in blocks:
             n = len(b.names) * len(b.stats)
             cols["step"].extend([b.step] * n)
-            cols["kind"].extend([b.kind] * n)
+            cols["kind"].extend([b.quantity.kind] * n)
             for layer, tensor in b.names:
                 cols["layer"].extend([layer] * len(b.stats))
                 cols["tensor"].extend([tensor] * len(b.stats))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-import gradprobe.watch as watch_module
+import gradprobe.watcher as watch_module
 from gradprobe.diagnose import Thresholds
 from gradprobe.diagnose.engine import diagnose
 from gradprobe.diagnose.evidence import bare, pct, sci, times

@@ -4,7 +4,7 @@ from gradprobe.quantities.activation_stats import FAMILIES, ActivationStats, Fam
 from gradprobe.quantities.base import Inputs, Quantity
 from gradprobe.quantities.histograms import histogram, unpack_histogram
 from gradprobe.quantities.tensor_stats import TensorStats, tensor_stats
-from gradprobe.quantities.update_ratio import UpdateRatio, update_ratio
+from gradprobe.quantities.update_ratio import UpdateRatio, update_norms
 
 __all__ = [
     "FAMILIES",
@@ -18,5 +18,5 @@ __all__ = [
     "histogram",
     "tensor_stats",
     "unpack_histogram",
-    "update_ratio",
+    "update_norms",
 ]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from gradprobe import records as R
 from gradprobe.quantities.base import Inputs, Quantity
-from gradprobe.quantities.tensor_stats import tensor_stats
+from gradprobe.quantities.tensor_stats import finalize_moments, moments_for, tensor_moments
 
 
 @dataclass(frozen=True)
@@ -56,18 +57,22 @@ def family_of(module: nn.Module) -> Family | None:
     return family
 
 
-def dead_fraction(out: torch.Tensor) -> torch.Tensor:
-    """Fraction of units (features: all dims but the batch dim 0) that are <= 0 for every example."""
+def dead_count(out: torch.Tensor) -> torch.Tensor:
+    """Number of units (features: all dims but the batch dim 0) that are <= 0 for every example."""
     flat = out.detach().reshape(out.shape[0] if out.dim() > 1 else 1, -1)  # (B, units)
-    return (flat.amax(dim=0) <= 0).float().mean()
+    return (flat.amax(dim=0) <= 0).sum()
 
 
-def saturated_fraction(out: torch.Tensor, bounds: tuple[float, float], tol: float) -> torch.Tensor:
-    """Fraction of entries within ``tol`` of the output range from either asymptote."""
+def saturated_count(out: torch.Tensor, bounds: tuple[float, float], tol: float) -> torch.Tensor:
+    """Number of entries within ``tol`` of the output range from either asymptote."""
     lo, hi = bounds
     margin = tol * (hi - lo)
     x = out.detach()
-    return ((x <= lo + margin) | (x >= hi - margin)).float().mean()
+    return ((x <= lo + margin) | (x >= hi - margin)).sum()
+
+
+def _units(out: torch.Tensor) -> int:
+    return out[0].numel() if out.dim() > 1 else out.numel()
 
 
 class ActivationStats(Quantity):
@@ -80,6 +85,7 @@ class ActivationStats(Quantity):
         super().__init__(stats)
         self.saturation_tol = saturation_tol
         self._plain = tuple(s for s in self.stats if s not in (R.DEAD_FRAC, R.SATURATED_FRAC))
+        self._moments = moments_for(self._plain)
 
     def stats_for(self, inputs: Inputs) -> tuple[str, ...]:
         family = inputs.family if isinstance(inputs.family, Family) else None
@@ -90,15 +96,33 @@ class ActivationStats(Quantity):
             extra.append(R.SATURATED_FRAC)
         return self._plain + tuple(extra)
 
-    def compute(self, inputs: Inputs) -> torch.Tensor:
-        stats = self.stats_for(inputs)
-        parts = [tensor_stats(inputs.value, self._plain)]
-        family = inputs.family
+    def raw(self, inputs: Inputs) -> torch.Tensor:
+        stats, out = self.stats_for(inputs), inputs.value
+        parts = [tensor_moments(out, self._moments)] if self._moments else []
+        counts = []
         if R.DEAD_FRAC in stats:
-            parts.append(dead_fraction(inputs.value).reshape(1))
-        if R.SATURATED_FRAC in stats and isinstance(family, Family) and family.bounds is not None:
-            parts.append(saturated_fraction(inputs.value, family.bounds, self.saturation_tol).reshape(1))
+            counts.append(dead_count(out))
+        if R.SATURATED_FRAC in stats and isinstance(inputs.family, Family) and inputs.family.bounds is not None:
+            counts.append(saturated_count(out, inputs.family.bounds, self.saturation_tol))
+        if counts:
+            parts.append(torch.stack(counts).to(parts[0].dtype if parts else torch.float32))
         return torch.cat(parts)
 
+    def meta(self, inputs: Inputs) -> tuple[float, ...]:
+        out = inputs.value
+        return (float(out.numel()), float(sum(out.shape)), float(_units(out)))
 
-__all__ = ["FAMILIES", "ActivationStats", "Family", "dead_fraction", "family_of", "saturated_fraction"]
+    def finalize(self, raw: np.ndarray, meta: np.ndarray, stats: tuple[str, ...]) -> np.ndarray:
+        k = len(self._moments)
+        plain = finalize_moments(raw[:, :k], self._moments, meta[:, 0], meta[:, 1], self._plain)
+        extra = []
+        col = k
+        if R.DEAD_FRAC in stats:
+            extra.append(raw[:, col] / meta[:, 2])
+            col += 1
+        if R.SATURATED_FRAC in stats:
+            extra.append(raw[:, col] / meta[:, 0])
+        return np.column_stack([plain, *extra]) if extra else plain
+
+
+__all__ = ["FAMILIES", "ActivationStats", "Family", "dead_count", "family_of", "saturated_count"]

@@ -1,10 +1,16 @@
-"""A quantity turns one tensor (plus what it declares it needs) into a vector of statistics on its device."""
+"""A quantity reduces a tensor to a few raw numbers on its device; the host turns them into statistics.
+
+Splitting the work this way keeps the per-step cost to a handful of reductions per tensor: the
+divisions, square roots and fractions that turn raw sums into ``mean``, ``std`` or ``dead_frac``
+run later, vectorised with NumPy over many rows at once, when buffered records are flushed.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from gradprobe.errors import GradprobeError
@@ -22,13 +28,11 @@ class Inputs:
 class Quantity(ABC):
     """Statistics of one kind computed together because they share intermediates.
 
-    Subclasses declare ``kind`` (a records kind), the stats they can produce and
-    ``needs`` (``"previous"`` for a snapshot of weights before the step).
+    Subclasses declare ``kind`` (a records kind), the stats they can produce and what they need.
     """
 
     kind: str
     available: tuple[str, ...]
-    needs: frozenset[str] = frozenset()
 
     def __init__(self, stats: tuple[str, ...]) -> None:
         unknown = [s for s in stats if s not in self.available]
@@ -44,8 +48,16 @@ class Quantity(ABC):
         return self.stats
 
     @abstractmethod
-    def compute(self, inputs: Inputs) -> torch.Tensor:
-        """Return a float32 vector of ``len(self.stats_for(inputs))`` values, on the tensor's device."""
+    def raw(self, inputs: Inputs) -> torch.Tensor:
+        """Raw reductions of one tensor, a 1-d tensor on its device (no host sync on accelerators)."""
+
+    @abstractmethod
+    def meta(self, inputs: Inputs) -> tuple[float, ...]:
+        """Host-side numbers the finalisation needs (element counts, shapes); known without a sync."""
+
+    @abstractmethod
+    def finalize(self, raw: np.ndarray, meta: np.ndarray, stats: tuple[str, ...]) -> np.ndarray:
+        """Turn raw rows ``(n, k)`` and their meta ``(n, m)`` into statistics ``(n, len(stats))``."""
 
 
 __all__ = ["Inputs", "Quantity"]

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 
 from gradprobe import records as R
 from gradprobe.quantities.base import Inputs, Quantity
 
 
-def update_ratio(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-    """Relative update size; ``inf`` when the weight was exactly zero and moved, 0 when neither moved."""
-    diff = torch.linalg.vector_norm((after.detach() - before).float())
-    base = torch.linalg.vector_norm(before.float())
-    return torch.where(base > 0, diff / base, torch.where(diff > 0, torch.inf, 0.0))
+def update_norms(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``(n, 2)`` rows of ``[||after - before||, ||before||]`` from fused foreach calls.
+
+    ``before`` is overwritten with ``before - after``: it is the probe's scratch snapshot, and
+    subtracting in place avoids allocating a second copy of every weight on each recorded step.
+    """
+    base = torch.stack(torch._foreach_norm(list(before)))
+    torch._foreach_sub_(list(before), [a.detach() for a in after])
+    return torch.stack([torch.stack(torch._foreach_norm(list(before))), base], dim=1).float()
 
 
 class UpdateRatio(Quantity):
@@ -20,12 +27,21 @@ class UpdateRatio(Quantity):
 
     kind = R.WEIGHT
     available = (R.UPDATE_RATIO,)
-    needs = frozenset({"previous"})
 
-    def compute(self, inputs: Inputs) -> torch.Tensor:
+    def raw(self, inputs: Inputs) -> torch.Tensor:
         if inputs.previous is None:
             raise RuntimeError("UpdateRatio needs a weight snapshot")
-        return update_ratio(inputs.previous, inputs.value).reshape(1).to(torch.float32)
+        return update_norms([inputs.previous.clone()], [inputs.value])[0]
+
+    def meta(self, inputs: Inputs) -> tuple[float, ...]:
+        return ()
+
+    def finalize(self, raw: np.ndarray, meta: np.ndarray, stats: tuple[str, ...]) -> np.ndarray:
+        """Ratio; ``inf`` when the weight was exactly zero and moved (a zero-initialised bias), 0 if neither."""
+        diff, base = raw[:, 0], raw[:, 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(base > 0, diff / base, np.where(diff > 0, np.inf, 0.0))
+        return ratio[:, None]
 
 
-__all__ = ["UpdateRatio", "update_ratio"]
+__all__ = ["UpdateRatio", "update_norms"]
