@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from gradprobe.cli.console import err, out
 from gradprobe.cli.format import json_number, num, table
+from gradprobe.diagnose.theory import decay_chains
 from gradprobe.errors import GradprobeError
-from gradprobe.theory import TheoryResult, derivative_chain, predict, sigma_w2_for_init
+from gradprobe.theory import TheoryResult, predict, sigma_w2_for_init
 
 _DEFAULT_CHI_ACTIVATIONS = ("sigmoid", "tanh", "relu")
 _PLOT_SUFFIXES = (".png", ".pdf", ".svg")
@@ -114,7 +115,7 @@ def decay(
     if steps < 1 or steps > 1000:
         raise GradprobeError(f"decay.steps: {steps!r} is out of range; allowed: integers 1..1000")
     _check_plot_path(plot)
-    chains = [{"activation": a, "x": v, "products": derivative_chain(a, v, steps)} for a in activation for v in x]
+    chains = decay_chains(activation, x, steps)
     if plot is not None:
         from gradprobe.plots.activations import derivative_decay
 
@@ -123,9 +124,14 @@ def decay(
         typer.echo(json.dumps({"chains": [{**c, "products": [json_number(p) for p in c["products"]]}
                                           for c in chains]}))
         return
+    print_decay("running product of phi'(x) over n layers", chains, steps)
+
+
+def print_decay(title: str, chains: list[dict[str, Any]], steps: int) -> None:
+    """The decay table: one row per (activation, x), one column per number of layers."""
     cols = ["activation", "x"] + [f"n={n}" for n in range(1, steps + 1)]
-    rows = [[c["activation"], num(c["x"])] + [num(p, 3) for p in c["products"]] for c in chains]
-    out.print(table("running product of phi'(x) over n layers", cols, rows))
+    rows = [[str(c["activation"]), num(c["x"])] + [num(p, 3) for p in c["products"]] for c in chains]
+    out.print(table(title, cols, rows))
 
 
 def register(app: typer.Typer) -> None:

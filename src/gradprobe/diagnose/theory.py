@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ from gradprobe.store.reader import Run
 __all__ = [
     "MeasuredRatio",
     "TheoryResult",
+    "decay_chains",
     "derivative_chain",
     "measured_ratio",
     "predict",
@@ -38,6 +40,11 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+
+def decay_chains(activations: list[str], xs: list[float], steps: int) -> list[dict[str, Any]]:
+    """``{"activation", "x", "products"}`` for every activation and x: the table of the sigmoid-decay preset."""
+    return [{"activation": a, "x": x, "products": derivative_chain(a, x, steps)} for a in activations for x in xs]
 
 
 def derivative_chain(activation: str, x: float, steps: int) -> list[float]:
