@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,7 +21,7 @@ from gradprobe.train.experiment import Experiment, load_experiment, preset_names
 from gradprobe.train.loop import RunResult
 from gradprobe.train.runner import SinksFactory, resume_run, run_experiment
 
-StoreOpt = Annotated[Optional[str], typer.Option("--store", help="Run store directory (env GRADPROBE_STORE).")]
+StoreOpt = Annotated[str | None, typer.Option("--store", help="Run store directory (env GRADPROBE_STORE).")]
 
 
 def presets() -> None:
@@ -85,15 +85,15 @@ def _resume(run_id: str, store: str | None, as_json: bool, conflicts: dict[str, 
 
 
 def run(
-    experiment: Annotated[Optional[str], typer.Argument(
+    experiment: Annotated[str | None, typer.Argument(
         help="Preset name (see 'gradprobe presets') or a YAML/JSON file.", show_default=False)] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field, e.g. optimizer.lr=0.01.")] = None,
-    seeds: Annotated[Optional[int], typer.Option("--seeds", help="Repeat every arm over N seeds.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field, e.g. optimizer.lr=0.01.")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="Repeat every arm over N seeds.")] = None,
     store: StoreOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
-    resume: Annotated[Optional[str], typer.Option(
+    resume: Annotated[str | None, typer.Option(
         "--resume", help="Continue an interrupted run (id or prefix) from its last checkpoint.")] = None,
-    stop_on_nonfinite: Annotated[Optional[bool], typer.Option(
+    stop_on_nonfinite: Annotated[bool | None, typer.Option(
         "--stop-on-nonfinite/--no-stop-on-nonfinite",
         help="End a run as 'diverged' at the first NaN/Inf loss [default: stop].", show_default=False)] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write figures and report.html.")] = False,

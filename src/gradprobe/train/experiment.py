@@ -7,7 +7,7 @@ import difflib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -61,6 +61,11 @@ def read_source(source: str) -> dict[str, Any]:
     return raw
 
 
+def _show(text: str) -> str:
+    """User text for a one-line message: as is if printable, else quoted with escapes."""
+    return text if text.isprintable() else repr(text)
+
+
 def parse_set(item: str) -> tuple[list[str], Any]:
     """Split ``a.b.c=value`` into a key path and a YAML-parsed value."""
     key, sep, text = item.partition("=")
@@ -84,7 +89,7 @@ def _put(target: dict[str, Any], path: list[str], value: Any, label: str) -> Non
     for part in path[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise GradprobeError(f"--set: {label}: {part!r} is a value, not a section")
+            raise GradprobeError(f"--set: {_show(label)}: {part!r} is a value, not a section")
         node = child
     node[path[-1]] = value
 
@@ -129,7 +134,7 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix
     """One line naming the field, the value and what is allowed, from pydantic's first error."""
     err = exc.errors()[0]
     loc = tuple(err["loc"])
-    field = ".".join(str(p) for p in (prefix.split(".") if prefix else []) + list(loc))
+    field = _show(".".join(str(p) for p in (prefix.split(".") if prefix else []) + list(loc)))
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         return f"{field}: {_unknown_key_message(model, loc)}"
@@ -141,7 +146,38 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix
     return f"{field}: {err.get('input')!r} is not allowed; {msg[0].lower()}{msg[1:]}"
 
 
+def _numeric(annotation: Any) -> bool:
+    """Whether a field annotation takes numbers (int, float, or a union/list/tuple of them)."""
+    if annotation in (int, float):
+        return True
+    return any(_numeric(arg) for arg in get_args(annotation) if arg is not type(None))
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    """The config model a (possibly optional) annotation holds, if any."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _refuse_bools(model: type[BaseModel], raw: dict[str, Any], prefix: str = "") -> None:
+    """Refuse true/false where a number belongs (pydantic would silently read them as 1 and 0)."""
+    for key, value in raw.items():
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            continue
+        name = f"{prefix}{key}"
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if _numeric(field.annotation) and any(isinstance(v, bool) for v in items):
+            raise GradprobeError(f"{name}: {value!r} is not allowed; give a number, not true/false")
+        sub = _submodel(field.annotation)
+        if sub is not None and isinstance(value, dict):
+            _refuse_bools(sub, value, f"{name}.")
+
+
 def _validate(model: type[BaseModel], raw: dict[str, Any], prefix: str = "") -> Any:
+    _refuse_bools(model, raw, f"{prefix}." if prefix else "")
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -166,7 +202,7 @@ def load_experiment(source: str, sets: list[str] | None = None, seeds: int | Non
             allowed = list(ExperimentConfig.model_fields)
             hint = difflib.get_close_matches(path[0], allowed, n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise GradprobeError(f"--set {path[0]}: unknown key; allowed: {', '.join(allowed)}{extra}")
+            raise GradprobeError(f"--set {_show(path[0])}: unknown key; allowed: {', '.join(allowed)}{extra}")
     if seeds is not None:
         raw["seeds"] = seeds
     exp = _validate(ExperimentConfig, raw)

@@ -17,9 +17,15 @@ from gradprobe.data.datasets import Dataset
 from gradprobe.diagnose.factors import median_factor, vanishing_factor
 from gradprobe.probe import Probe
 from gradprobe.store.atomic import atomic_path
-from gradprobe.store.layout import MODEL
+from gradprobe.store.layout import CHECKPOINT, MODEL
 from gradprobe.store.writer import RunWriter
 from gradprobe.train import setup
+from gradprobe.train.checkpoint import (
+    Checkpoint,
+    checkpoint_cadence,
+    count_parts,
+    save_checkpoint,
+)
 from gradprobe.train.config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -69,6 +75,8 @@ class Trainer:
         self.plan = setup.schedule_for(cfg, len(data.y_train))
         self._metrics: list[tuple[int, int, str, str, float]] = []
         self._last_eval: dict[str, float] = {}
+        self._counters: dict[str, Any] = {}  # carried over from a checkpoint by restore()
+        self._prior = pd.DataFrame(columns=list(R.STAT_COLUMNS))  # stats recorded before a checkpoint
         self.step = 0
 
     def _sink(self, stats: pd.DataFrame, hists: pd.DataFrame) -> None:
@@ -115,69 +123,137 @@ class Trainer:
         self.optimizer.step()
         return float(loss.detach())
 
-    def run(self) -> RunResult:
-        """Train to the end, or until the loss is non-finite (status ``diverged``)."""
-        cfg, plan = self.cfg, self.plan
-        record = cfg.record
-        x_all = self.data.x_train.to(cfg.device)
-        y_all = self.data.y_train.to(cfg.device)
-        n = len(y_all)
-        batch = cfg.train.batch_size or n
-        eval_every = plan.cadence(cfg.train.eval_every)
-        start = self.clock()
-        before = self.evaluate(epoch=0)
-        status, last_loss = R.FINISHED, math.nan
+    def restore(self, ckpt: Checkpoint, prior: pd.DataFrame) -> None:
+        """Continue from ``ckpt`` (weights, optimiser state, step, metrics); ``prior``: its stats so far."""
+        self.model.load_state_dict(ckpt.model)
+        self.optimizer.load_state_dict(ckpt.optimizer)
+        self.step = ckpt.step
+        self._metrics = [tuple(row) for row in ckpt.metrics]  # type: ignore[misc]
+        self._counters = dict(ckpt.counters)
+        self._prior = prior
+
+    def _checkpoint(self, probe: Probe, counters: dict[str, Any]) -> None:
+        """Flush every record made so far, then save the state to continue from this step."""
+        assert self.writer is not None
+        probe.flush()
+        self.writer.flush()
+        ckpt = Checkpoint(self.step, self.model.state_dict(), self.optimizer.state_dict(),
+                          [list(row) for row in self._metrics], count_parts(self.writer.path),
+                          {**counters, "first_nonfinite": probe.first_nonfinite})
+        save_checkpoint(self.writer.path / CHECKPOINT, ckpt)
+
+    def _nonfinite(self, probe: Probe, counters: dict[str, Any]) -> None:
+        """Note the first non-finite loss: its step and, if the probe missed it, the first bad tensor."""
+        counters["nonfinite_steps"] += 1
+        if counters.get("first_nonfinite_loss_step") is None:
+            counters["first_nonfinite_loss_step"] = self.step - 1
+            probe.flush()
+            if probe.first_nonfinite is None:  # the probe did not record this step, or only the loss overflowed
+                probe.first_nonfinite = first_nonfinite_param(self.model, self.step - 1) or {
+                    "step": self.step - 1, "layer": "", "tensor": "loss", "kind": "loss"}
+                log.warning("non-finite loss at step %d", self.step - 1)
+
+    def _probe(self, first_nonfinite: dict[str, Any] | None) -> Probe:
+        """The probe for this run, starting at the current step (later than 0 after restore)."""
+        record, plan = self.cfg.record, self.plan
         probe = Probe(self.model, self.optimizer, every=plan.cadence(record.every),
                       hist_every=None if record.hist_every is None else plan.cadence(record.hist_every),
                       params=record.params, modules=record.modules, options=setup.probe_options(record),
                       sink=self._sink)
+        probe.first_nonfinite = first_nonfinite
+        probe._step = self.step  # workaround: Probe has no public way to start at a later step
+        return probe
+
+    def run(self) -> RunResult:
+        """Train to the end, or until the loss is non-finite (status ``diverged``).
+
+        Non-finite gradients make the next loss non-finite, so the run stops one step later. With
+        ``train.stop_on_nonfinite`` off the run goes on and counts the non-finite losses; either
+        way it ends ``diverged`` if the loss or any recorded statistic was ever NaN/Inf.
+        """
+        cfg, plan = self.cfg, self.plan
+        x_all, y_all = self.data.x_train.to(cfg.device), self.data.y_train.to(cfg.device)
+        n = len(y_all)
+        batch = cfg.train.batch_size or n
+        eval_every = plan.cadence(cfg.train.eval_every)
+        ckpt_every = checkpoint_cadence(cfg.train.checkpoint_every, plan.steps_per_epoch, plan.total_steps)
+        start = self.clock()
+        counters: dict[str, Any] = {"seconds": 0.0, "nonfinite_steps": 0, "last_loss": math.nan,
+                                    "first_nonfinite_loss_step": None, **self._counters}
+        counters.setdefault("before", None)
+        before = counters["before"] = counters["before"] or self.evaluate(epoch=0)
+        probe = self._probe(counters.pop("first_nonfinite", None))
         tick = max(1, plan.total_steps // 200)
+        stop = False
         with probe:
-            while self.step < plan.total_steps:
+            while self.step < plan.total_steps and not stop:
                 epoch, offset = divmod(self.step, plan.steps_per_epoch)
                 order = _epoch_order(n, cfg.seed, epoch, cfg.train.shuffle, cfg.device)
                 for b in range(offset, plan.steps_per_epoch):
                     idx = order[b * batch:(b + 1) * batch]
-                    last_loss = self._train_step(x_all[idx], y_all[idx])
+                    counters["last_loss"] = self._train_step(x_all[idx], y_all[idx])
                     self.step += 1
-                    if cfg.train.stop_on_nonfinite and (not math.isfinite(last_loss) or probe.saw_nonfinite()):
-                        status = R.DIVERGED
-                        break
+                    if not math.isfinite(counters["last_loss"]):
+                        self._nonfinite(probe, counters)
+                        stop = cfg.train.stop_on_nonfinite
+                        if stop:
+                            break
                     if self.step % eval_every == 0:
                         self.evaluate(epoch=self.step // plan.steps_per_epoch)
+                    if self.writer is not None and self.step % ckpt_every == 0 and self.step < plan.total_steps:
+                        self._checkpoint(probe, {**counters, "seconds": counters["seconds"] + self.clock() - start})
                     if self.progress is not None and (self.step % tick == 0 or self.step == plan.total_steps):
                         self.progress(self.step, plan.total_steps)
                     if self.step >= plan.total_steps:
                         break
-                if status == R.DIVERGED:
-                    break
             probe.record_weights()
-        evaluated_now = self._metrics[-1][0] == self.step
-        after = self._last_eval if evaluated_now else self.evaluate(math.ceil(self.step / plan.steps_per_epoch))
-        frame = probe.frame()
+        after = self.evaluate(epoch=math.ceil(self.step / plan.steps_per_epoch))
+        frame = pd.concat([self._prior, probe.frame()], ignore_index=True) if len(self._prior) else probe.frame()
         metrics = pd.DataFrame(self._metrics, columns=list(R.METRIC_COLUMNS))
-        weights = self.model.weight_layers()
-        summary = {
-            "final_loss": after["train_loss"],
-            "train_accuracy": after["train_accuracy"],
-            "test_accuracy": after.get("test_accuracy"),
-            "accuracy_before": before["train_accuracy"],
-            "loss_before": before["train_loss"],
-            "vanishing_factor": vanishing_factor(frame, weights),
-            "vanishing_factor_median": median_factor(frame, weights),
-            "weight_layers": weights,
-            "steps": self.step,
-            "seconds": round(self.clock() - start, 3),
-            "last_batch_loss": last_loss,
-            "first_nonfinite": probe.first_nonfinite,
-        }
+        counters["seconds"] += self.clock() - start
+        summary = _summary(frame, self.model.weight_layers(), before, after,
+                           {**counters, "steps": self.step, "first_nonfinite": probe.first_nonfinite})
+        status = R.DIVERGED if counters["nonfinite_steps"] or probe.first_nonfinite else R.FINISHED
         if self.writer is not None:
             with atomic_path(self.writer.path / MODEL) as tmp:
                 torch.save(self.model.state_dict(), tmp)
         for sink in self.sinks:
             sink.finish(status, summary)
+        if self.writer is not None:  # the run is complete: nothing left to resume
+            (self.writer.path / CHECKPOINT).unlink(missing_ok=True)
         run_id = self.writer.run_id if self.writer is not None else None
         return RunResult(cfg, run_id, status, summary, frame, metrics)
 
 
-__all__ = ["Progress", "RunResult", "RunSink", "Trainer"]
+def first_nonfinite_param(model: torch.nn.Module, step: int) -> dict[str, Any] | None:
+    """The first parameter (in model order) whose gradient or value holds NaN/Inf, as a record key."""
+    for name, p in model.named_parameters():
+        for kind, t in ((R.GRAD, p.grad), (R.WEIGHT, p)):
+            if t is not None and not bool(torch.isfinite(t).all()):
+                layer, _, tensor = name.rpartition(".")
+                return {"step": step, "layer": layer, "tensor": tensor, "kind": kind}
+    return None
+
+
+def _summary(frame: pd.DataFrame, weights: list[str], before: dict[str, float], after: dict[str, float],
+             counters: dict[str, Any]) -> dict[str, Any]:
+    """The run's summary: losses and accuracies before/after, vanishing factors and counters."""
+    return {
+        "final_loss": after["train_loss"],
+        "train_accuracy": after["train_accuracy"],
+        "test_accuracy": after.get("test_accuracy"),
+        "accuracy_before": before["train_accuracy"],
+        "loss_before": before["train_loss"],
+        "vanishing_factor": vanishing_factor(frame, weights),
+        "vanishing_factor_median": median_factor(frame, weights),
+        "weight_layers": weights,
+        "steps": counters["steps"],
+        "seconds": round(counters["seconds"], 3),
+        "last_batch_loss": counters["last_loss"],
+        "first_nonfinite": counters["first_nonfinite"],
+        "nonfinite_steps": counters["nonfinite_steps"],
+        "first_nonfinite_loss_step": counters["first_nonfinite_loss_step"],
+    }
+
+
+__all__ = ["Progress", "RunResult", "RunSink", "Trainer", "first_nonfinite_param"]

@@ -2,28 +2,44 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import os
+import socket
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 
+from gradprobe import records as R
 from gradprobe.data.datasets import Dataset, load_dataset
-from gradprobe.store.layout import new_run_id
+from gradprobe.errors import GradprobeError
+from gradprobe.probe import Probe
+from gradprobe.store.layout import CHECKPOINT, new_run_id, resolve_store
+from gradprobe.store.reader import load_run
 from gradprobe.store.writer import RunWriter
+from gradprobe.train import setup
+from gradprobe.train.checkpoint import drop_later_parts, load_checkpoint
 from gradprobe.train.config import RunConfig
 from gradprobe.train.env import environment
-from gradprobe.train.experiment import Experiment
-from gradprobe.train.loop import Progress, RunResult, Trainer
+from gradprobe.train.experiment import Experiment, format_validation_error
+from gradprobe.train.loop import Progress, RunResult, RunSink, Trainer
+
+log = logging.getLogger(__name__)
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 ProgressFactory = Callable[[RunConfig], Progress | None]
+SinksFactory = Callable[[RunConfig, str | None], Sequence[RunSink]]  # (config, run id) -> extra live sinks
 
 
 def run_one(cfg: RunConfig, store: Path | None, data: Dataset | None = None,
-            progress: Progress | None = None, batch: str | None = None) -> RunResult:
+            progress: Progress | None = None, batch: str | None = None, *,
+            sinks_for: SinksFactory | None = None) -> RunResult:
     """Train one configuration; with a store, everything lands in a new run directory there.
 
     ``batch`` names the invocation the run belongs to, so an experiment name can later be
-    resolved to the runs of its latest invocation.
+    resolved to the runs of its latest invocation. ``sinks_for(cfg, run_id)`` gives extra
+    sinks that see the records live (e.g. TensorBoard).
     """
     data = data if data is not None else load_dataset(cfg.data)
     if cfg.train.threads is not None:
@@ -32,23 +48,107 @@ def run_one(cfg: RunConfig, store: Path | None, data: Dataset | None = None,
     if store is not None:
         run_id = new_run_id(cfg.experiment, cfg.arm, cfg.seed)
         writer = RunWriter(store, run_id, config=cfg.model_dump(mode="json"), env=environment(cfg.device),
-                           meta={"experiment": cfg.experiment, "arm": cfg.arm, "seed": cfg.seed, "batch": batch})
+                           meta={"experiment": cfg.experiment, "arm": cfg.arm, "seed": cfg.seed, "batch": batch,
+                                 **_owner()})
         with writer:
-            return Trainer(cfg, data, writer, progress).run()
-    return Trainer(cfg, data, None, progress).run()
+            sinks = sinks_for(cfg, run_id) if sinks_for else ()
+            return Trainer(cfg, data, writer, progress, sinks=sinks).run()
+    return Trainer(cfg, data, None, progress, sinks=sinks_for(cfg, None) if sinks_for else ()).run()
 
 
-def run_experiment(exp: Experiment, store: Path | None, progress: ProgressFactory | None = None) -> list[RunResult]:
-    """Train every run of ``exp`` in order, loading each distinct data set once."""
+def _owner() -> dict[str, object]:
+    """Which process writes a run, so resuming can refuse a run that is still being written."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def _alive(meta: dict[str, object]) -> bool:
+    """Whether the process recorded in ``meta`` still runs on this host."""
+    pid = meta.get("pid")
+    if meta.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def preflight(cfg: RunConfig, data: Dataset) -> None:
+    """Check what only the data and torch can tell (loss vs classes, device, probe patterns) up front.
+
+    Raises:
+        GradprobeError: naming the field, the value and what is allowed.
+    """
+    allowed = "cpu" + (", cuda" if torch.cuda.is_available() else "")
+    try:
+        if torch.device(cfg.device).type not in _DEVICE_TYPES:
+            raise RuntimeError(f"device type {torch.device(cfg.device).type!r} cannot train")
+        torch.empty(0, device=cfg.device)
+    except (RuntimeError, AssertionError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GradprobeError(f"device: {cfg.device!r} is not usable here ({reason}); allowed: {allowed}") from None
+    model = setup.build_model(cfg, data, setup.loss_kind(cfg, data))
+    Probe(model, params=cfg.record.params, modules=cfg.record.modules,
+          options=setup.probe_options(cfg.record)).detach()
+
+
+def run_experiment(exp: Experiment, store: Path | None, progress: ProgressFactory | None = None,
+                   sinks_for: SinksFactory | None = None) -> list[RunResult]:
+    """Train every run of ``exp`` in order, loading each distinct data set once.
+
+    Every data set is loaded and every run checked before the first one starts, so bad input
+    leaves nothing in the store.
+    """
     cache: dict[str, Dataset] = {}
-    batch = new_run_id(exp.name, "batch", None)
-    results = []
     for cfg in exp.runs:
         key = cfg.data.model_dump_json()
         if key not in cache:
             cache[key] = load_dataset(cfg.data)
-        results.append(run_one(cfg, store, cache[key], progress(cfg) if progress else None, batch))
-    return results
+        preflight(cfg, cache[key])
+    batch = new_run_id(exp.name, "batch", None)
+    return [run_one(cfg, store, cache[cfg.data.model_dump_json()], progress(cfg) if progress else None, batch,
+                    sinks_for=sinks_for)
+            for cfg in exp.runs]
 
 
-__all__ = ["run_experiment", "run_one"]
+def resume_run(run_id: str, store: Path | None, progress: Progress | None = None) -> RunResult:
+    """Continue an interrupted run in place from its last checkpoint (from step 0 if it has none).
+
+    Part files written after the checkpoint are deleted first, so each step is stored once.
+
+    Raises:
+        GradprobeError: if the run is unknown, already ended, still being written, or its
+            config or checkpoint is unreadable.
+    """
+    root = resolve_store(store)
+    stored = load_run(run_id, root)
+    if stored.status in (R.FINISHED, R.DIVERGED):
+        raise GradprobeError(f"--resume: run {stored.run_id!r} has status {stored.status}; "
+                             "only interrupted, failed or killed runs can be resumed")
+    if stored.status == R.RUNNING and _alive(stored.meta):
+        raise GradprobeError(f"--resume: run {stored.run_id!r} is still being written by process "
+                             f"{stored.meta.get('pid')}; stop it first")
+    try:
+        cfg = RunConfig.model_validate(stored.config)
+    except ValidationError as exc:
+        raise GradprobeError(f"--resume: {format_validation_error(exc, RunConfig, 'config')}") from None
+    data = load_dataset(cfg.data)
+    preflight(cfg, data)
+    if cfg.train.threads is not None:
+        torch.set_num_threads(cfg.train.threads)
+    ckpt = load_checkpoint(stored.path / CHECKPOINT)
+    dropped = drop_later_parts(stored.path, ckpt.parts if ckpt is not None else {})
+    log.info("resuming %s at step %d (%d part files after the checkpoint dropped)",
+             stored.run_id, ckpt.step if ckpt else 0, dropped)
+    writer = RunWriter.resume(root, stored.run_id)
+    with writer:
+        writer.update_meta(resumed_at_step=ckpt.step if ckpt else 0, **_owner())
+        trainer = Trainer(cfg, data, writer, progress)
+        if ckpt is not None:
+            trainer.restore(ckpt, load_run(stored.run_id, root).frame())
+        return trainer.run()
+
+
+__all__ = ["preflight", "resume_run", "run_experiment", "run_one"]
