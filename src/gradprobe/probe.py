@@ -32,7 +32,6 @@ from gradprobe.quantities import (
     update_norms,
 )
 from gradprobe.quantities.histograms import unpack_histogram
-from gradprobe.quantities.tensor_stats import NONFINITE
 from gradprobe.schedules import Schedule, as_schedule
 
 log = logging.getLogger(__name__)
@@ -143,7 +142,6 @@ class Probe:
         self._last_weights: list[torch.Tensor] | None = None  # for step(): ratio between recorded steps
         self._followed_optimizer = False
         self._buffer = _Buffer()
-        self._nonfinite_flags: list[torch.Tensor] = []
         self._frames: list[pd.DataFrame] = []
         self._hist_frames: list[pd.DataFrame] = []
         self._sink = sink
@@ -192,18 +190,13 @@ class Probe:
 
     def _push(self, step: int, quantity: Quantity, names: list[tuple[str, str]], stats: tuple[str, ...],
               raw: torch.Tensor, meta: list[tuple[float, ...]]) -> None:
-        if not names or not stats:
-            return
-        self._buffer.blocks.append(_Block(step, quantity, names, stats, raw, meta))
-        self._buffer.steps.add(step)
-        column = getattr(quantity, "moments", getattr(quantity, "_moments", ()))
-        if R.NONFINITE in stats and NONFINITE in column:
-            self._nonfinite_flags.append(raw[:, column.index(NONFINITE)].sum())
+        if names and stats:
+            self._buffer.blocks.append(_Block(step, quantity, names, stats, raw, meta))
+            self._buffer.steps.add(step)
 
-    def saw_nonfinite(self) -> bool:
-        """Whether any non-finite value was counted since the last call (reads device flags: a sync)."""
-        flags, self._nonfinite_flags = self._nonfinite_flags, []
-        return bool(flags) and bool(torch.stack([f.to("cpu") for f in flags]).sum() > 0)
+    def resume_at(self, step: int) -> None:
+        """Continue counting from ``step`` (a run restored from a checkpoint), so records keep their steps."""
+        self._step = step
 
     def _record_tensors(self, step: int, quantity: TensorStats, values: list[tuple[str, torch.Tensor]]) -> None:
         if not values or not quantity.stats:

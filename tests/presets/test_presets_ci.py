@@ -37,8 +37,8 @@ def test_mnist_deep_shortened_on_real_mnist(shared_data, tmp_path):
     for r in results:
         assert r.summary["test_accuracy"] is not None and r.summary["steps"] == 30
         assert r.summary["accuracy_before"] < 0.3  # chance level before training on 10 classes
-    relu = results[1]
-    assert relu.summary["train_accuracy"] > 0.3  # 30 Adam steps already learn something
+    relu = results[1].summary
+    assert relu["final_loss"] < relu["loss_before"] and relu["train_accuracy"] > relu["accuracy_before"]
 
 
 @pytest.mark.slow

@@ -161,7 +161,7 @@ class Trainer:
                       params=record.params, modules=record.modules, options=setup.probe_options(record),
                       sink=self._sink)
         probe.first_nonfinite = first_nonfinite
-        probe._step = self.step  # workaround: Probe has no public way to start at a later step
+        probe.resume_at(self.step)
         return probe
 
     def run(self) -> RunResult:
