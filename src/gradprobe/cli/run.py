@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,8 @@ import typer
 
 from gradprobe.cli.console import err, out, progress_bars
 from gradprobe.cli.format import json_number, num, pct, table
-from gradprobe.diagnose.theory import derivative_chain
+from gradprobe.cli.theory import print_decay
+from gradprobe.diagnose.theory import decay_chains
 from gradprobe.errors import GradprobeError
 from gradprobe.report.html import write_report
 from gradprobe.report.select import report_dir
@@ -54,17 +56,20 @@ def _json_results(exp: Experiment, results: list[RunResult]) -> str:
     return json.dumps({"experiment": exp.name, "arms": arms})
 
 
-def _run_decay(exp: Experiment, as_json: bool) -> None:
+def _run_decay(exp: Experiment, as_json: bool, figures_to: Path | None) -> None:
+    """The no-training preset: print the chained-derivative table and save its figures."""
     cfg = exp.config.decay
     assert cfg is not None
-    chains = [{"activation": a, "x": x, "products": derivative_chain(a, x, cfg.steps)}
-              for a in cfg.activations for x in cfg.x]
+    chains = decay_chains(cfg.activations, cfg.x, cfg.steps)
     if as_json:
-        out.print_json(json.dumps({"experiment": exp.name, "chains": chains}))
-        return
-    cols = ["activation", "x"] + [f"n={n}" for n in range(1, cfg.steps + 1)]
-    rows = [[c["activation"], num(c["x"])] + [num(v, 3) for v in c["products"]] for c in chains]
-    out.print(table(f"{exp.name}: running product of phi'(x) over n layers", cols, rows))
+        typer.echo(json.dumps({"experiment": exp.name, "chains": chains}))
+    else:
+        print_decay(f"{exp.name}: running product of phi'(x) over n layers", chains, cfg.steps)
+    if figures_to is not None:
+        from gradprobe.report.figures import save_decay_figures
+
+        save_decay_figures(cfg, figures_to)
+        (err if as_json else out).print(f"figures: {figures_to}", markup=False, soft_wrap=True)
 
 
 def _resume(run_id: str, store: str | None, as_json: bool, conflicts: dict[str, object]) -> None:
@@ -93,6 +98,8 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
     resume: Annotated[str | None, typer.Option(
         "--resume", help="Continue an interrupted run (id or prefix) from its last checkpoint.")] = None,
+    data_dir: Annotated[str | None, typer.Option(
+        "--data-dir", help="Folder with the MNIST/Fashion-MNIST IDX files (else env GRADPROBE_DATA).")] = None,
     stop_on_nonfinite: Annotated[bool | None, typer.Option(
         "--stop-on-nonfinite/--no-stop-on-nonfinite",
         help="End a run as 'diverged' at the first NaN/Inf loss [default: stop].", show_default=False)] = None,
@@ -105,15 +112,19 @@ def run(
     """Train every arm of EXPERIMENT (x seeds), store each run, and print the comparison."""
     if resume is not None:
         _resume(resume, store, as_json, {"EXPERIMENT": experiment, "--set": set_, "--seeds": seeds is not None,
+                                         "--data-dir": data_dir,
                                          "--[no-]stop-on-nonfinite": stop_on_nonfinite is not None})
         return
     if experiment is None:
         raise GradprobeError("experiment: missing; give a preset name (see 'gradprobe presets'), "
                              "a .yaml/.json file, or --resume RUN")
     nonfinite = [] if stop_on_nonfinite is None else [f"train.stop_on_nonfinite={str(stop_on_nonfinite).lower()}"]
-    exp = load_experiment(experiment, (set_ or []) + nonfinite, seeds)
+    data = [] if data_dir is None else [f"data.data_dir={json.dumps(data_dir)}"]
+    exp = load_experiment(experiment, data + (set_ or []) + nonfinite, seeds)
     if exp.config.kind == "decay":
-        _run_decay(exp, as_json)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        _run_decay(exp, as_json, None if no_report else report_to or resolve_store(store) / "reports" /
+                   f"{exp.name}-{stamp}")
         return
     root = resolve_store(store)
     with progress_bars() as bars:
