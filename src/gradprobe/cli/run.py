@@ -108,6 +108,9 @@ def run(
         "--report-dir", help="Report folder (default <store>/reports/<experiment>-<time>).")] = None,
     tensorboard: Annotated[Path | None, typer.Option(
         "--tensorboard", help="Also log live to this TensorBoard log directory.")] = None,
+    engine: Annotated[str, typer.Option(
+        help="loop: one model at a time; ensemble: same-shaped runs trained together (no live TensorBoard).")
+    ] = "loop",
 ) -> None:
     """Train every arm of EXPERIMENT (x seeds), store each run, and print the comparison."""
     if resume is not None:
@@ -115,6 +118,11 @@ def run(
                                          "--data-dir": data_dir,
                                          "--[no-]stop-on-nonfinite": stop_on_nonfinite is not None})
         return
+    if engine not in ("loop", "ensemble"):
+        raise GradprobeError(f"--engine: {engine!r} is not an engine; allowed: loop, ensemble")
+    if engine == "ensemble" and tensorboard is not None:
+        raise GradprobeError("--engine: 'ensemble' cannot log live to --tensorboard; use --engine loop, "
+                             "or export afterwards with 'gradprobe export tensorboard'")
     if experiment is None:
         raise GradprobeError("experiment: missing; give a preset name (see 'gradprobe presets'), "
                              "a .yaml/.json file, or --resume RUN")
@@ -132,7 +140,12 @@ def run(
             task = bars.add_task(f"{cfg.arm} s{cfg.seed}", total=None)
             return lambda done, total: bars.update(task, completed=done, total=total)
 
-        results = run_experiment(exp, root, progress, _tensorboard_sinks(tensorboard) if tensorboard else None)
+        if engine == "ensemble":
+            from gradprobe.train.ensemble import run_experiment_ensembled
+
+            results = run_experiment_ensembled(exp, root, progress)
+        else:
+            results = run_experiment(exp, root, progress, _tensorboard_sinks(tensorboard) if tensorboard else None)
     if as_json:
         typer.echo(_json_results(exp, results))
     else:
