@@ -24,9 +24,7 @@ from gradprobe.train.ensemble_optim import FlatOptimizer
 from gradprobe.train.ensemble_record import Recorder
 
 # The loop's example order and summary, so both engines agree by construction (private names there).
-from gradprobe.train.loop import Progress, RunResult
-from gradprobe.train.loop import _epoch_order as epoch_order
-from gradprobe.train.loop import _summary as run_summary
+from gradprobe.train.loop import Progress, RunResult, epoch_order, evaluation_at, run_summary
 
 log = logging.getLogger(__name__)
 _GATHER_BYTES = 64 * 2**20  # gather a whole epoch's batches at once when they fit in this much memory
@@ -215,7 +213,10 @@ class EnsembleTrainer:
                 frames.append(frame)
                 if writer is not None:
                     writer.add_stats(frame)
-        after = self.evaluate(final, steps, [math.ceil(s / plan.steps_per_epoch) for s in steps], list(range(size)))
+        done = [evaluation_at(self.metrics[m], steps[m]) for m in range(size)]  # the last epoch's, if at the end
+        todo = [m for m in range(size) if done[m] is None]
+        fresh = iter(self.evaluate(final, steps, [math.ceil(s / plan.steps_per_epoch) for s in steps], todo))
+        after = [d if d is not None else next(fresh) for d in done]
         self._flush(steps)
         seconds = (self.clock() - start) / size  # the group's wall time shared equally among its members
         return [self._result(m, before[m], after[m], last_loss[m], final, seconds) for m in range(size)]

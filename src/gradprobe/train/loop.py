@@ -53,7 +53,7 @@ class RunResult:
     metrics: pd.DataFrame
 
 
-def _epoch_order(n: int, seed: int, epoch: int, shuffle: bool, device: str) -> torch.Tensor:
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool, device: str) -> torch.Tensor:
     """The example order of one epoch, a pure function of (seed, epoch) so a resumed run sees the same."""
     if not shuffle:
         return torch.arange(n, device=device)
@@ -188,7 +188,7 @@ class Trainer:
         with probe:
             while self.step < plan.total_steps and not stop:
                 epoch, offset = divmod(self.step, plan.steps_per_epoch)
-                order = _epoch_order(n, cfg.seed, epoch, cfg.train.shuffle, cfg.device)
+                order = epoch_order(n, cfg.seed, epoch, cfg.train.shuffle, cfg.device)
                 for b in range(offset, plan.steps_per_epoch):
                     idx = order[b * batch:(b + 1) * batch]
                     counters["last_loss"] = self._train_step(x_all[idx], y_all[idx])
@@ -207,11 +207,11 @@ class Trainer:
                     if self.step >= plan.total_steps:
                         break
             probe.record_weights()
-        after = self.evaluate(epoch=math.ceil(self.step / plan.steps_per_epoch))
+        after = evaluation_at(self._metrics, self.step) or self.evaluate(math.ceil(self.step / plan.steps_per_epoch))
         frame = pd.concat([self._prior, probe.frame()], ignore_index=True) if len(self._prior) else probe.frame()
         metrics = pd.DataFrame(self._metrics, columns=list(R.METRIC_COLUMNS))
         counters["seconds"] += self.clock() - start
-        summary = _summary(frame, self.model.weight_layers(), before, after,
+        summary = run_summary(frame, self.model.weight_layers(), before, after,
                            {**counters, "steps": self.step, "first_nonfinite": probe.first_nonfinite})
         status = R.DIVERGED if counters["nonfinite_steps"] or probe.first_nonfinite else R.FINISHED
         if self.writer is not None:
@@ -225,6 +225,12 @@ class Trainer:
         return RunResult(cfg, run_id, status, summary, frame, metrics)
 
 
+def evaluation_at(rows: list[tuple[int, int, str, str, float]], step: int) -> dict[str, float] | None:
+    """The evaluation already made at ``step`` (e.g. the last epoch's), so the end of a run does not repeat it."""
+    found = {f"{split}_{metric}": value for s, _, split, metric, value in rows if s == step}
+    return found if f"{R.TRAIN}_{R.LOSS}" in found else None
+
+
 def first_nonfinite_param(model: torch.nn.Module, step: int) -> dict[str, Any] | None:
     """The first parameter (in model order) whose gradient or value holds NaN/Inf, as a record key."""
     for name, p in model.named_parameters():
@@ -235,7 +241,7 @@ def first_nonfinite_param(model: torch.nn.Module, step: int) -> dict[str, Any] |
     return None
 
 
-def _summary(frame: pd.DataFrame, weights: list[str], before: dict[str, float], after: dict[str, float],
+def run_summary(frame: pd.DataFrame, weights: list[str], before: dict[str, float], after: dict[str, float],
              counters: dict[str, Any]) -> dict[str, Any]:
     """The run's summary: losses and accuracies before/after, vanishing factors and counters."""
     return {
@@ -256,4 +262,5 @@ def _summary(frame: pd.DataFrame, weights: list[str], before: dict[str, float], 
     }
 
 
-__all__ = ["Progress", "RunResult", "RunSink", "Trainer", "first_nonfinite_param"]
+__all__ = ["Progress", "RunResult", "RunSink", "Trainer", "epoch_order", "evaluation_at", "first_nonfinite_param",
+           "run_summary"]
