@@ -9,7 +9,8 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
-SHARED_DATA = Path(os.environ.get("GRADPROBE_TEST_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+_SIBLING_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data beside the checkout
+SHARED_DATA = Path(os.environ.get("GRADPROBE_TEST_DATA", _SIBLING_DATA))
 
 
 @pytest.fixture(autouse=True)

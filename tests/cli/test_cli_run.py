@@ -29,7 +29,8 @@ def test_run_json_schema_and_store(tmp_path):
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)  # stdout is exactly one JSON object
     assert doc["experiment"] == "circles-deep"
-    assert [(a["name"], a["seed"]) for a in doc["arms"]] == [(n, s) for n in ("sigmoid", "tanh", "relu") for s in (0, 1)]
+    expected = [(n, s) for n in ("sigmoid", "tanh", "relu") for s in (0, 1)]
+    assert [(a["name"], a["seed"]) for a in doc["arms"]] == expected
     for arm in doc["arms"]:
         assert set(arm) == {"name", "seed", "run_id", "final_loss", "train_accuracy", "test_accuracy",
                             "vanishing_factor"}

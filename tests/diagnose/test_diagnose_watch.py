@@ -67,6 +67,7 @@ def test_replace_ignores_unset_and_rejects_unknown() -> None:
 
 
 def test_number_wording() -> None:
-    assert (bare(1 / 34), bare(1 / 5.6), bare(7.2), bare(1.5e8), bare(0.0)) == ("1/34", "1/5.6", "7.2x", "1.5e+08x", "0")
+    words = (bare(1 / 34), bare(1 / 5.6), bare(7.2), bare(1.5e8), bare(0.0))
+    assert words == ("1/34", "1/5.6", "7.2x", "1.5e+08x", "0")
     assert (times(1 / 34), times(12.0), times(0.0)) == ("1/34 of", "12 times", "zero times")
     assert (sci(2.1e-5), pct(0.62)) == ("2.1e-05", "62%")

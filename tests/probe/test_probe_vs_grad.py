@@ -56,7 +56,8 @@ def test_grad_and_weight_stats_match_numpy_on_p_grad():
                 assert got == pytest.approx(expected, rel=1e-5, abs=1e-7), (name, stat)
             wexp = np_stats(weight)
             for stat in (R.MEAN, R.STD, R.NORM):
-                assert value(frame, step, layer, tensor, R.WEIGHT, stat) == pytest.approx(wexp[stat], rel=1e-5, abs=1e-7)
+                got = value(frame, step, layer, tensor, R.WEIGHT, stat)
+                assert got == pytest.approx(wexp[stat], rel=1e-5, abs=1e-7)
 
 
 def test_update_ratio_is_the_step_adam_took():

@@ -26,7 +26,8 @@ _SIG = special.expit
 _NUMPY_ACTIVATIONS = {
     "tanh": (math.tanh, lambda x: 1 - math.tanh(x) ** 2),
     "sigmoid": (_SIG, lambda x: _SIG(x) * (1 - _SIG(x))),
-    "gelu": (lambda x: x * special.ndtr(x), lambda x: special.ndtr(x) + x * math.exp(-x * x / 2) / math.sqrt(2 * math.pi)),
+    "gelu": (lambda x: x * special.ndtr(x),
+             lambda x: special.ndtr(x) + x * math.exp(-x * x / 2) / math.sqrt(2 * math.pi)),
     "silu": (lambda x: x * _SIG(x), lambda x: _SIG(x) * (1 + x * (1 - _SIG(x)))),
     "elu": (lambda x: x if x > 0 else math.expm1(x), lambda x: 1.0 if x > 0 else math.exp(max(x, -700.0))),
 }

@@ -91,7 +91,8 @@ class Frames:
         last = module_of(self.weight_layers[-1])
         if last not in self.modules:
             return None
-        before = [m for m in self.modules[: self.modules.index(last)] if (R.DELTA, R.MEAN_ABS, m, "output") in self.series]
+        before = [m for m in self.modules[: self.modules.index(last)]
+                  if (R.DELTA, R.MEAN_ABS, m, "output") in self.series]
         return before[-1] if before else None
 
 
@@ -250,5 +251,18 @@ def pct(v: float) -> str:
     return f"{100 * v:.0f}%"
 
 
-__all__ = ["Frames", "Ratio", "bare", "build_frames", "describe_flow", "flow", "flow_measure", "module_of", "pct", "ratio", "sci", "times",
-           "window_median"]
+__all__ = [
+    "Frames",
+    "Ratio",
+    "bare",
+    "build_frames",
+    "describe_flow",
+    "flow",
+    "flow_measure",
+    "module_of",
+    "pct",
+    "ratio",
+    "sci",
+    "times",
+    "window_median",
+]
