@@ -42,8 +42,8 @@ def _print_results(exp: Experiment, results: list[RunResult], store: Path) -> No
              num(r.summary["vanishing_factor_median"], 3), f"{r.summary['seconds']:.1f}", r.run_id or "-"]
             for r in results]
     out.print(table(exp.name, cols, rows))
-    out.print("vanishing factor = mean |grad| of the output layer's weights / the first layer's "
-              "(median over the last 10% of recorded steps; median over the whole run beside it).")
+    out.print("vanishing factor: mean |grad| of the output weights / of the first layer's, median over the last "
+              "10% of recorded steps (median factor: over the whole run)")
     out.print(f"runs stored in {store}")
 
 
