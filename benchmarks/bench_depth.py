@@ -1,4 +1,4 @@
-"""(4) Depth sweep on circles: depth x 4 activations x 5 seeds, model-steps/s and useful FLOP/s vs measured peak."""
+"""(4) Depth sweep on circles: depth x 4 activations x 3 arms x 5 seeds, model-steps/s and FLOP/s vs measured peak."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def useful_flops(widths: list[int], batch: int) -> int:
 
 
 def run(reps: int, depths: tuple[int, ...] = (2, 4, 8, 16, 32), epochs: int = 3) -> dict[str, object]:
-    """Per depth: median model-steps/s of the 20-model group (probe on, no store) and FLOP/s as a share of peak."""
+    """Per depth: median model-steps/s of the 60-model group (probe on, no store) and FLOP/s as a share of peak."""
     rows = []
     peaks = []
     for depth in depths:

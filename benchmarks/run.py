@@ -108,8 +108,9 @@ def report(info: dict[str, Any], res: dict[str, Any], wall: float) -> str:
               f"| NumPy | {_fmt(sp['seconds']['numpy'])} | {', '.join(f'{a:.3f}' for a in sp['train_accuracy']['numpy'])} |",
               "", f"Ratio NumPy time / gradprobe time: **{sp['speedup']:.2f}**.", "",
               "## 4. Depth sweep", "",
-              (f"circles, width 5, depth d, activations {', '.join(bench_depth.ACTIVATIONS)} x 5 seeds = 20 models "
-              f"per group, {de['epochs']} epochs of batch 32, probe on at the preset cadence, no store. Useful FLOPs "
+              (f"circles, width 5, depth d, activations {', '.join(bench_depth.ACTIVATIONS)} x the preset's 3 arms x "
+              f"5 seeds = {de['rows'][0]['models']} models per group, {de['epochs']} epochs of batch 32, probe on at "
+              "the preset cadence, no store; seconds include building the models and their summaries. Useful FLOPs "
               "= 6 x batch x sum(fan_in x fan_out) per model-step. fp32 matmul peak (1024^2 `torch.mm`, 1 thread, "
               f"measured between the runs): {de['peak_flop_per_s'] / 1e9:.1f} GFLOP/s."), "",
               "| depth | seconds | model-steps/s | useful GFLOP/s | share of peak |", "|---|---|---|---|---|"]

@@ -146,3 +146,15 @@ def test_grouping() -> None:
     assert groups[1] == runs + glorot
     with pytest.raises(GradprobeError, match="train_group"):
         train_group(runs + [wide], load_dataset(runs[0].data), None)
+
+
+def test_every_elementwise_activation(tmp_path: Path) -> None:
+    """Each activation's fused forward/backward kernel (ensemble_kernels) against autograd in run_one."""
+    base = load_experiment("circles-deep", ["train.epochs=1", "model.init=glorot_uniform"], seeds=1).runs[0]
+    acts = ["leaky_relu:0.1", "elu:0.5", "selu", "gelu", "silu", "softplus", "hard_sigmoid"]
+    runs = [base.model_copy(update={"arm": f"a{i}", "model": base.model.model_copy(update={"activation": a})})
+            for i, a in enumerate(acts)]
+    assert can_ensemble(runs)
+    linear = base.model_copy(update={"model": base.model.model_copy(update={"activation": "linear"})})
+    assert not can_ensemble([linear])  # its probe delta rows come in another order (ensemble_kernels)
+    _check(runs, tmp_path)

@@ -3,7 +3,7 @@
 Members of a group share the data, widths, optimizer, training schedule and record settings; they
 may differ in seed, elementwise activation, weight init, output init and bias init. Each member
 gets the run directory, statistics and summary that ``runner.run_one`` would give it (tests
-compare the two); anything else (maxout, checkpointing, user models) takes the one-model loop.
+compare the two); anything else (maxout, linear, checkpointing, user models) takes the one-model loop.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from gradprobe.models.activations import activation_spec
 from gradprobe.store.layout import new_run_id
 from gradprobe.store.writer import RunWriter
 from gradprobe.train.config import RunConfig
+from gradprobe.train.ensemble_kernels import supported
 from gradprobe.train.ensemble_loop import EnsembleTrainer
 from gradprobe.train.env import environment
 from gradprobe.train.experiment import Experiment
@@ -45,15 +46,15 @@ def _key(cfg: RunConfig) -> str:
 
 
 def _alone(cfg: RunConfig) -> bool:
-    """Configurations only the one-model loop trains: maxout, or checkpointing for resume."""
-    return activation_spec(cfg.model.activation).fn is None or cfg.train.checkpoint_every is not None
+    """Configurations only the one-model loop trains: maxout, linear (see ensemble_kernels), or checkpointing."""
+    return not supported(activation_spec(cfg.model.activation)) or cfg.train.checkpoint_every is not None
 
 
 def can_ensemble(cfgs: list[RunConfig]) -> bool:
     """Whether ``cfgs`` can be trained as one group by :func:`train_group`.
 
     They must share everything but experiment, arm, seed, activation (elementwise ones; not
-    maxout), init, output_init and bias_init, and not ask for checkpoints.
+    maxout or linear), init, output_init and bias_init, and not ask for checkpoints.
     """
     if not cfgs or any(_alone(c) for c in cfgs):
         return False
@@ -101,7 +102,7 @@ def train_group(cfgs: list[RunConfig], data: Dataset, store: Path | None, batch:
     if not can_ensemble(cfgs):
         raise GradprobeError(
             "train_group: these configs cannot be trained together; allowed: the same data, widths, "
-            "optimizer, train and record settings, elementwise activations (no maxout), no checkpoints")
+            "optimizer, train and record settings, elementwise activations (no maxout or linear), no checkpoints")
     order = sorted(range(len(cfgs)), key=lambda i: str(activation_spec(cfgs[i].model.activation)))
     members = [cfgs[i] for i in order]  # equal activations side by side: one op per distinct activation
     if members[0].train.threads is not None:

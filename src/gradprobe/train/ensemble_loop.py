@@ -28,7 +28,7 @@ from gradprobe.train.loop import Progress, RunResult, epoch_order, evaluation_at
 
 log = logging.getLogger(__name__)
 _GATHER_BYTES = 64 * 2**20  # gather a whole epoch's batches at once when they fit in this much memory
-_CHUNK = 256  # recorded steps buffered before one move to the host
+_CHUNK, _CHUNK_VALUES = 256, 2**20  # recorded steps buffered before one move to the host: at least, values
 
 
 def first_nonfinite(frame: pd.DataFrame) -> dict[str, object] | None:
@@ -66,6 +66,8 @@ class EnsembleTrainer:
         self.frozen = self.net.flat.detach().clone()  # final weights of diverged members
         self._y = self._labels(data.y_train)
         self._mask = torch.ones(len(cfgs), dtype=torch.bool)  # members still training
+        self._any_stopped = False
+        self._unshuffled: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
         self._steps: list[int] = []
         self._written = [0] * len(cfgs)  # metric rows already handed to each writer
 
@@ -74,7 +76,8 @@ class EnsembleTrainer:
         return y.to(torch.float32) if self.loss == "bce" else y
 
     @torch.no_grad()
-    def evaluate(self, flat: torch.Tensor, steps: list[int], epochs: list[int], who: list[int]) -> list[dict[str, float]]:
+    def evaluate(self, flat: torch.Tensor, steps: list[int], epochs: list[int],
+                 who: list[int]) -> list[dict[str, float]]:
         """Full-split loss and accuracy of the members ``who`` (rows of ``flat``), as ``Trainer.evaluate``."""
         device = self.cfgs[0].device
         splits = [(R.TRAIN, self.data.x_train, self._y)]
@@ -82,7 +85,7 @@ class EnsembleTrainer:
             splits.append((R.TEST, self.data.x_test, self._labels(self.data.y_test)))
         cols = [self.net.penalty(flat)]
         for _, x, y in splits:
-            logits = self.net.forward(flat, x.to(device))[0][-1]  # (M, N, out)
+            logits = self.net.forward(flat, x.to(device)).z[-1]  # (M, N, out)
             yy = y.expand(flat.shape[0], -1)
             cols += [self.net.data_loss(logits, yy), self.net.correct(logits, yy).to(flat.dtype)]
         table = torch.stack(cols, dim=1).tolist()  # one host transfer: (M, 1 + 2 * splits)
@@ -128,6 +131,7 @@ class EnsembleTrainer:
                 self.stop[m] = step
                 self.frozen[m] = self.net.flat[m]
         self._mask = torch.tensor([s is None for s in self.stop])
+        self._any_stopped = not all(self._mask.tolist())
 
     def _bad_param(self, m: int, step: int) -> dict[str, Any] | None:
         """``loop.first_nonfinite_param`` for member ``m``: first parameter whose gradient or value is not finite."""
@@ -140,10 +144,16 @@ class EnsembleTrainer:
 
     def _batches(self, epoch: int, x_all: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         cfg, n = self.cfgs[0], len(self._y)
+        if not cfg.train.shuffle and self._unshuffled is not None:
+            return self._unshuffled  # every epoch in the same order (full-batch runs: every step)
         orders = torch.stack([epoch_order(n, c.seed, epoch, cfg.train.shuffle, cfg.device) for c in self.cfgs])
         if orders.numel() * x_all.shape[1] * 4 <= _GATHER_BYTES:
-            return x_all[orders], self._y[orders], None  # (M, n, d), (M, n)
-        return x_all, self._y, orders
+            out: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] = (x_all[orders], self._y[orders], None)
+        else:
+            out = (x_all, self._y, orders)
+        if not cfg.train.shuffle:
+            self._unshuffled = out
+        return out
 
     def train(self) -> list[float]:
         """The training steps; returns each member's last batch loss."""
@@ -154,6 +164,11 @@ class EnsembleTrainer:
         tick = max(1, plan.total_steps // 200)
         last_loss = torch.full((size,), math.nan)
         step, recorded = 0, 0
+        # hot-loop names bound once: each step is a few dozen tiny ops, so lookups show
+        train_pass, optimizer, grad = net.train_pass, self.optimizer, net.grad
+        every, hist_every = rec.every, rec.hist_every
+        decay = cfg.optimizer.weight_decay > 0
+        chunk = max(_CHUNK, _CHUNK_VALUES // max(1, size * rec.row_width))
         while step < plan.total_steps and self._active():
             epoch, offset = divmod(step, plan.steps_per_epoch)
             xs, ys, orders = self._batches(epoch, x_all)
@@ -164,19 +179,20 @@ class EnsembleTrainer:
                 else:
                     idx = orders[:, sl]
                     xb, yb = xs[idx], ys[idx]
-                p = net.train_pass(xb, yb)
-                self.optimizer.decay()
-                due = rec.due(step)
+                p = train_pass(xb, yb)
+                if decay:
+                    optimizer.decay()
+                due = step % every == 0
                 if due:
-                    rec.before_step(p, net.flat, net.grad)
-                if rec.hist_due(step):
-                    rec.hists(step, net.flat, net.grad)
-                self.optimizer.step(net.grad)
+                    rec.before_step(p)
+                if hist_every and step % hist_every == 0:
+                    rec.hists(step)
+                optimizer.step(grad)
                 if due:
-                    rec.after_step(step, net.flat)
+                    rec.after_step(step)
                     recorded += 1
                 step += 1
-                stopped = len(self._active()) < size
+                stopped = self._any_stopped
                 losses = torch.where(self._mask, p.loss, 0.0) if stopped else p.loss
                 last_loss = torch.where(self._mask, p.loss, last_loss) if stopped else p.loss
                 if not math.isfinite(float(losses.sum())):
@@ -186,7 +202,7 @@ class EnsembleTrainer:
                 if step % eval_every == 0:
                     active = self._active()
                     self.evaluate(net.flat, [step] * size, [step // plan.steps_per_epoch] * size, active)
-                if recorded >= _CHUNK:
+                if recorded >= chunk:
                     self._flush([s if s is not None else step for s in self.stop])
                     recorded = 0
                 if self.progress is not None and (step % tick == 0 or step == plan.total_steps):
@@ -233,7 +249,8 @@ class EnsembleTrainer:
         counters = {"steps": self._steps[m], "seconds": seconds, "last_loss": last_loss,
                     "first_nonfinite": bad if bad is not None or first is None else self.first_param[m],
                     "nonfinite_steps": self.nonfinite_steps[m], "first_nonfinite_loss_step": first}
-        summary = run_summary(frame, weights, before, after, counters)
+        grad = (frame["kind"].to_numpy() == R.GRAD) & (frame["stat"].to_numpy() == R.MEAN_ABS)
+        summary = run_summary(frame[grad], weights, before, after, counters)  # its factors read only these rows
         status = R.DIVERGED if self.nonfinite_steps[m] else R.FINISHED
         with torch.no_grad():
             for view, (_, p) in zip(self.net.views(final[m:m + 1]), model.named_parameters()):

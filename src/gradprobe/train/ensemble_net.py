@@ -1,14 +1,13 @@
 """M same-shaped MLPs as one flat ``(M, P)`` parameter tensor, with a hand-written batched forward/backward.
 
 Op dispatch, not arithmetic, bounds these tiny nets, so every op here covers all M models:
-``baddbmm`` over a leading model dimension and closed-form activation derivatives
-(``activation_spec(...).derivative``, which follows autograd's conventions at kinks). The flat
-layout lets one torch optimizer step all M models with a handful of elementwise ops.
+``baddbmm`` over a leading model dimension and, per run of equal activations, autograd's own
+activation backward kernel (``ensemble_kernels``), writing into per-layer buffers preallocated
+per batch size. The flat layout lets one optimizer step all M models with a handful of ops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +15,9 @@ import torch.nn.functional as F
 
 from gradprobe.models.activations import ActivationSpec
 from gradprobe.models.mlp import MLP
+from gradprobe.train.ensemble_kernels import backward_kernel, forward_kernel
+
+_KEEP_EVAL = 2**22  # evaluation buffers up to this many floats are kept between calls (fresh pages cost)
 
 
 @dataclass(frozen=True)
@@ -39,24 +41,6 @@ class Pass:
     loss: torch.Tensor  # (M,) data loss + L2 term, as the single-model loop computes it
 
 
-# Derivatives from the activation's output where that is exact and saves recomputing the activation:
-# the same expressions as activation_spec(...).derivative(z) evaluated on h = phi(z).
-_FROM_OUTPUT: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "sigmoid": lambda h: h * (1 - h),
-    "tanh": lambda h: 1 - h * h,
-    "relu": torch.sign,  # relu output is >= 0, so its sign is 1 exactly where z > 0
-}
-
-
-# Activations whose autograd backward is where(kill, 0, grad * slope): a non-finite gradient
-# becomes 0 where the mask is set, where a product would give NaN. The masks are autograd's own
-# (relu tests its output <= 0, so a NaN output passes the gradient on).
-_GATES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "relu": lambda z, h: h <= 0,
-    "hard_sigmoid": lambda z, h: ~((z > -3) & (z < 3)),
-}
-
-
 def _runs(activations: list[ActivationSpec]) -> list[tuple[int, int, ActivationSpec]]:
     """Contiguous runs ``(start, stop, spec)`` of equal activations along the model dimension."""
     runs: list[tuple[int, int, ActivationSpec]] = []
@@ -66,6 +50,23 @@ def _runs(activations: list[ActivationSpec]) -> list[tuple[int, int, ActivationS
         else:
             runs.append((i, i + 1, spec))
     return runs
+
+
+class _Workspace:
+    """Per-layer buffers (M, B, width) of one batch size, and each activation run's slice of them."""
+
+    def __init__(self, m: int, batch: int, outs: list[int], runs: list[tuple[int, int]], grads: bool,
+                 device: torch.device) -> None:
+        def make(widths: list[int]) -> list[torch.Tensor]:
+            return [torch.empty(m, batch, w, device=device) for w in widths]
+
+        def split(bufs: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+            return [[b if len(runs) == 1 else b[start:stop] for start, stop in runs] for b in bufs]
+
+        hidden = outs[:-1]
+        self.z, self.h = make(outs), make(hidden)  # Linear outputs (all layers), activation outputs
+        self.dz, self.dh = (make(hidden), make(hidden)) if grads else ([], [])  # of the hidden layers
+        self.zr, self.hr, self.dzr, self.dhr = split(self.z), split(self.h), split(self.dz), split(self.dh)
 
 
 class BatchedMLP:
@@ -93,11 +94,14 @@ class BatchedMLP:
             if len(slot.shape) >= 2:
                 mask[slot.start:slot.stop] = 1.0
         self.weight_mask = mask  # (P,) 1 on weight matrices (the L2 term skips biases)
-        self.runs = _runs([m.activation for m in models])
+        runs = _runs([m.activation for m in models])
+        self._runs = [(a, b) for a, b, _ in runs]
+        self._fwd = [forward_kernel(spec) for _, _, spec in runs]
+        self._bwd = [backward_kernel(spec) for _, _, spec in runs]
         self.n_layers = len(self.slots) // 2
+        self._outs = [self.slots[2 * i].shape[0] for i in range(self.n_layers)]
         self._minus_one = torch.full((1, 1, 1), -1.0, device=self.flat.device)
-        self._gated = any(spec.name in _GATES for _, _, spec in self.runs)
-        self._gate_list: list[torch.Tensor] = []
+        self._spaces: dict[tuple[int, int, bool], _Workspace] = {}  # by (models, batch size, grads)
         views = self.views(self.flat)  # the optimizer updates flat in place, so these views stay valid
         self._weights = views[0::2]  # (M, out, in) each
         self._cached = [(w.transpose(1, 2), b.unsqueeze(1)) for w, b in zip(views[0::2], views[1::2])]
@@ -118,50 +122,37 @@ class BatchedMLP:
         m = flat.shape[0]
         return [flat[:, s.start:s.stop].view(m, *s.shape) for s in self.slots]
 
-    def _act(self, z: torch.Tensor, slope: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """phi(z), and if asked phi'(z) and the gate of where-style backwards, each activation on its run."""
-        hs, ds, gates = [], [], []
-        for start, stop, spec in self.runs:
-            zi = z if len(self.runs) == 1 else z[start:stop]
-            fn, derivative = spec.fn, spec.derivative
-            assert fn is not None and derivative is not None  # can_ensemble admits elementwise ones only
-            h = fn(zi)
-            hs.append(h)
-            if slope:
-                from_output = _FROM_OUTPUT.get(spec.name)
-                ds.append(from_output(h) if from_output is not None else derivative(zi))
-                gate = _GATES.get(spec.name)
-                if self._gated:
-                    gates.append(gate(zi, h) if gate is not None else torch.zeros_like(h, dtype=torch.bool))
-        if len(hs) == 1:
-            return hs[0], ds[0] if slope else None, gates[0] if gates else None
-        return (torch.cat(hs), torch.cat(ds) if slope else None, torch.cat(gates) if gates else None)
-
     def _layers(self, flat: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if flat is self.flat:
             return self._cached
         views = self.views(flat)
         return [(views[2 * i].transpose(1, 2), views[2 * i + 1].unsqueeze(1)) for i in range(self.n_layers)]
 
-    def forward(self, flat: torch.Tensor, x: torch.Tensor,
-                slopes: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Linear outputs and activation outputs for inputs ``x`` (M, B, d) or shared ``(B, d)``.
+    def _space(self, m: int, batch: int, grads: bool) -> _Workspace:
+        key = (m, batch, grads)
+        space = self._spaces.get(key)
+        if space is None:
+            space = _Workspace(m, batch, self._outs, self._runs, grads, self.flat.device)
+            if grads or m * batch * sum(self._outs) <= _KEEP_EVAL:  # large evaluation buffers are not kept
+                self._spaces[key] = space
+        return space
 
-        With a list ``slopes``, phi'(z) of every hidden layer is appended to it.
+    def forward(self, flat: torch.Tensor, x: torch.Tensor, grads: bool = False) -> _Workspace:
+        """Linear outputs ``.z`` and activation outputs ``.h`` for inputs ``x`` (M, B, d) or shared ``(B, d)``.
+
+        With ``grads``, the buffers are the training ones of this batch size, overwritten by the
+        next call, with room for the backward pass.
         """
         h = x if x.dim() == 3 else x.expand(flat.shape[0], *x.shape)  # (M, B, d)
-        zs, hs = [], []
+        space = self._space(flat.shape[0], h.shape[1], grads)
+        last = self.n_layers - 1
         for layer, (wt, b) in enumerate(self._layers(flat)):  # (M, in, out), (M, 1, out)
-            z = torch.baddbmm(b, h, wt)  # (M, B, out)
-            zs.append(z)
-            if layer < self.n_layers - 1:
-                h, d, gate = self._act(z, slopes is not None)
-                hs.append(h)
-                if slopes is not None and d is not None:
-                    slopes.append(d)
-                    if gate is not None:
-                        self._gate_list.append(gate)
-        return zs, hs
+            torch.baddbmm(b, h, wt, out=space.z[layer])  # (M, B, out)
+            if layer < last:
+                for fn, z, out in zip(self._fwd, space.zr[layer], space.hr[layer]):
+                    fn(z, out)
+                h = space.h[layer]
+        return space
 
     def data_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean data loss per model, (M,), for logits (M, B, out) and labels (M, B) (float for bce)."""
@@ -183,44 +174,42 @@ class BatchedMLP:
         pred = (logits.squeeze(-1) > 0).long() if self.loss_kind == "bce" else logits.argmax(-1)
         return (pred == y).sum(1)
 
+    def _output_grad(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Data loss (M,) and dL/dlogits (M, B, out) of the mean loss."""
+        batch = logits.shape[1]
+        if self.loss_kind == "bce":
+            return self.data_loss(logits, y), (torch.sigmoid(logits) - y.unsqueeze(-1)) / batch
+        logp = torch.log_softmax(logits, -1)  # (M, B, C); cross_entropy is log_softmax + nll
+        target = y.unsqueeze(-1)  # (M, B, 1)
+        loss = -logp.gather(-1, target).squeeze(-1).mean(1)
+        return loss, logp.exp().scatter_add_(-1, target, self._minus_one.expand(target.shape)) / batch
+
     def train_pass(self, x: torch.Tensor, y: torch.Tensor) -> Pass:
         """Forward and backward on one batch per model; writes the gradients into ``flat.grad``."""
         flat, grad = self.flat, self.flat.grad
         assert grad is not None
-        slopes: list[torch.Tensor] = []
-        self._gate_list = []
-        zs, hs = self.forward(flat, x, slopes)
-        logits = zs[-1]  # (M, B, out)
-        batch = logits.shape[1]
-        if self.loss_kind == "bce":
-            loss = self.data_loss(logits, y)
-            dz = (torch.sigmoid(logits) - y.unsqueeze(-1)) / batch
-        else:  # cross_entropy is log_softmax + nll: share the log-probabilities
-            logp = torch.log_softmax(logits, -1)  # (M, B, C)
-            target = y.unsqueeze(-1)  # (M, B, 1)
-            loss = -logp.gather(-1, target).squeeze(-1).mean(1)
-            dz = logp.exp().scatter_add_(-1, target, self._minus_one.expand(target.shape)) / batch
+        m = flat.shape[0]
+        space = self.forward(flat, x, grads=True)
+        loss, dz = self._output_grad(space.z[-1], y)
+        top = dz
         if self.l2:
             loss = loss + self.penalty(flat)
         grads = []
-        dzs: list[torch.Tensor] = [dz]
-        dhs: list[torch.Tensor] = []
-        inputs = [x if x.dim() == 3 else x.expand(flat.shape[0], *x.shape)] + hs
+        inputs = [x if x.dim() == 3 else x.expand(m, *x.shape)] + space.h
         for layer in range(self.n_layers - 1, -1, -1):
-            grads.append(torch.bmm(dz.transpose(1, 2), inputs[layer]).reshape(flat.shape[0], -1))  # dW
+            grads.append(torch.bmm(dz.transpose(1, 2), inputs[layer]).view(m, -1))  # dW, (M, out * in)
             grads.append(dz.sum(1))  # db, (M, out)
             if layer > 0:
-                dh = torch.bmm(dz, self._weights[layer])  # (M, B, in)
-                dhs.append(dh)
-                dz = dh * slopes[layer - 1]
-                if self._gated:  # autograd's where-style backward: 0, not NaN * 0, where masked
-                    dz = torch.where(self._gate_list[layer - 1], 0.0, dz)
-                dzs.append(dz)
+                i = layer - 1
+                torch.bmm(dz, self._weights[layer], out=space.dh[i])  # (M, B, in)
+                for fn, dh, z, h, out in zip(self._bwd, space.dhr[i], space.zr[i], space.hr[i], space.dzr[i]):
+                    fn(dh, z, h, out)
+                dz = space.dz[i]
         order = [g for pair in zip(grads[-2::-2], grads[::-2]) for g in pair]
         torch.cat(order, dim=1, out=grad)
         if self.l2:
-            grad.add_(flat * self.weight_mask, alpha=self.l2)
-        return Pass(zs, hs, dzs[::-1], dhs[::-1], loss)
+            grad.addcmul_(flat, self.weight_mask, value=self.l2)
+        return Pass(space.z, space.h, space.dz + [top], space.dh, loss)
 
 
 __all__ = ["BatchedMLP", "ParamSlot", "Pass"]

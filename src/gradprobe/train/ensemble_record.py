@@ -3,7 +3,8 @@
 The rows (step, layer, tensor, kind, stat) and their order are the single-model Probe's for the
 same RecordConfig: per recorded step, module outputs in forward order, deltas in backward order,
 gradients, weights and update ratios; histograms of gradient then weight per parameter; the
-final weights last. Values stay on the device until a chunk of steps is moved to the host at once.
+final weights last. A recorded step stacks raw reductions (``ensemble_stats``) into one row on the
+device; a chunk of rows moves to the host at once, where NumPy turns it into statistics.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from gradprobe.train import setup
 from gradprobe.train.config import RecordConfig
 from gradprobe.train.ensemble_net import BatchedMLP, Pass
 from gradprobe.train.ensemble_stats import (
-    Segments,
+    L2,
     batched_histogram,
-    batched_tensor_stats,
     dead_fraction,
+    finalize,
+    moments_for,
+    row_moments,
     saturated_fraction,
 )
 
@@ -45,12 +48,36 @@ def _select(names: Sequence[str], patterns: Sequence[str] | None, what: str) -> 
 
 @dataclass(frozen=True)
 class _Segment:
-    """Values of one kind for some tensors: ``len(names) * len(stats)`` columns; each model keeps some stats."""
+    """Values of one kind for some tensors: ``len(names) * len(stats)`` columns; each model keeps some stats.
+
+    Its raw columns are, per tensor, ``moments_for(stats)`` and then one column per stat without
+    moments (dead_frac, saturated_frac). ``units`` are the entries of each tensor, or with
+    ``per_example`` the entries per example of a module output (B, units).
+    """
 
     kind: str
     names: list[tuple[str, str]]
     stats: tuple[str, ...]
     keep: list[tuple[str, ...]]  # per model
+    units: tuple[int, ...]
+    shape_sums: tuple[int, ...] = ()  # sum(shape) per tensor (per_example: B + units)
+    per_example: bool = False
+
+    @property
+    def raw_width(self) -> int:
+        """Raw columns of the segment: per tensor its moments and its stats without moments."""
+        return len(self.names) * (len(moments_for(self.stats)) + sum(not moments_for((s,)) for s in self.stats))
+
+    def finalize(self, raw: np.ndarray, batch: np.ndarray) -> np.ndarray:
+        """Stats ``(R, M, tensors * stats)`` from raw ``(R, M, tensors * k)`` of steps with ``batch`` (R,) examples."""
+        r, m = raw.shape[:2]
+        raw = raw.reshape(r, m, len(self.names), -1)
+        units = np.asarray(self.units, dtype=np.float64)
+        if self.per_example:
+            n, shape_sum = batch[:, None, None] * units, batch[:, None, None] + units
+        else:
+            n, shape_sum = units, np.asarray(self.shape_sums, dtype=np.float64)
+        return finalize(raw, moments_for(self.stats), n, shape_sum, self.stats).reshape(r, m, -1)
 
 
 def _template(segments: list[_Segment], m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,44 +115,56 @@ class Recorder:
     def __init__(self, record: RecordConfig, models: list[MLP], net: BatchedMLP, every: int,
                  hist_every: int | None) -> None:
         self.net, self.every, self.hist_every = net, every, hist_every
-        self.options = setup.probe_options(record)
-        self.bins = self.options.bins
+        self.options = opts = setup.probe_options(record)
+        self.bins = opts.bins
         m = len(models)
-        names = [s.name for s in net.slots]
-        chosen = set(_select(names, record.params, "params"))
+        chosen = set(_select([s.name for s in net.slots], record.params, "params"))
         self.slots = [s for s in net.slots if s.name in chosen]
         leaves = [n for n, mod in models[0].named_modules() if not list(mod.children())]
         self.modules = [] if record.modules is not None and not record.modules else _select(
             leaves, record.modules, "modules")
-        act_q = ActivationStats(self.options.activation_stats, self.options.saturation_tol)
+        act_q = ActivationStats(opts.activation_stats, opts.saturation_tol)
         fams = {n: [family_of(mod.get_submodule(n)) for mod in models] for n in self.modules}
-        self._plain = act_q.stats_for(Inputs(torch.zeros(()), family=None))
+        plain = act_q.stats_for(Inputs(torch.zeros(()), family=None))
+        units = {n: net.slots[2 * (int(n.rpartition(".")[2]) // 2)].shape[0] for n in self.modules}
         self._act: list[_Segment] = []
         for name in self.modules:
             keep = [act_q.stats_for(Inputs(torch.zeros(()), family=f)) for f in fams[name]]
             extra = tuple(s for s in (R.DEAD_FRAC, R.SATURATED_FRAC) if any(s in k for k in keep))
-            self._act.append(_Segment(R.ACTIVATION, [(name, "output")], self._plain + extra, keep))
+            self._act.append(_Segment(R.ACTIVATION, [(name, "output")], plain + extra, keep, (units[name],),
+                                      per_example=True))
         bounds = [[f.bounds if isinstance(f, Family) and f.bounds else None for f in fams[n]] for n in self.modules]
         self._low, self._high = self._thresholds(bounds)
-        self._delta = [_Segment(R.DELTA, [(n, "output")], self.options.delta_stats,
-                                [self.options.delta_stats] * m) for n in reversed(self.modules)]
+        self._delta = [_Segment(R.DELTA, [(n, "output")], opts.delta_stats, [opts.delta_stats] * m, (units[n],),
+                                per_example=True) for n in reversed(self.modules)]
         pnames = [(s.name.rpartition(".")[0], s.name.rpartition(".")[2]) for s in self.slots]
-        self.weight_plain = tuple(s for s in self.options.weight_stats if s != R.UPDATE_RATIO)
-        self._grad = _Segment(R.GRAD, pnames, self.options.grad_stats, [self.options.grad_stats] * m)
-        self._weight = _Segment(R.WEIGHT, pnames, self.weight_plain, [self.weight_plain] * m)
-        self.ratio = R.UPDATE_RATIO in self.options.weight_stats
-        self._ratio = _Segment(R.WEIGHT, pnames, (R.UPDATE_RATIO,), [(R.UPDATE_RATIO,)] * m)
-        full = [s for s in self._act + self._delta + [self._grad, self._weight] + [self._ratio] * self.ratio
-                if s.names and s.stats]
-        self._full = [_template(full, i) for i in range(m)]
+        sizes, sums = tuple(s.stop - s.start for s in self.slots), tuple(sum(s.shape) for s in self.slots)
+        self.weight_plain = tuple(s for s in opts.weight_stats if s != R.UPDATE_RATIO)
+        self._grad = _Segment(R.GRAD, pnames, opts.grad_stats, [opts.grad_stats] * m, sizes, sums)
+        self._weight = _Segment(R.WEIGHT, pnames, self.weight_plain, [self.weight_plain] * m, sizes, sums)
+        self.ratio = R.UPDATE_RATIO in opts.weight_stats and bool(self.slots)
+        self._ratio = _Segment(R.WEIGHT, pnames, (R.UPDATE_RATIO,), [(R.UPDATE_RATIO,)] * m, sizes, sums)
+        self._layout = [s for s in self._act + self._delta + [self._grad, self._weight] + [self._ratio] * self.ratio
+                        if s.names and s.stats]
+        self._full = [_template(self._layout, i) for i in range(m)]
         self._final = [_template([s for s in [self._weight] if s.names and s.stats], i) for i in range(m)]
         self._hist_keys = [(layer, tensor, kind) for layer, tensor in pnames for kind in (R.GRAD, R.WEIGHT)]
-        self._segments = Segments([(s.start, s.stop) for s in self.slots], int(net.flat.shape[1]),
-                                  [sum(s.shape) for s in self.slots], net.flat.device)
-        self._rows: list[tuple[int, torch.Tensor]] = []  # (step, (M, S)) still on the device
+        # flat and its grad are updated in place, so row views (M, n) of them stay valid
+        self._weights, self._grads = self._rows_of(net.flat), self._rows_of(net.grad)
+        self._snapshot = net.flat.detach().clone() if self.ratio else None
+        self._before = self._rows_of(self._snapshot) if self._snapshot is not None else []
+        self._rows: list[tuple[int, int, torch.Tensor]] = []  # (step, batch, raw (M, S)) still on the device
         self._hists: list[tuple[int, torch.Tensor]] = []  # (step, (M, 2 * params, bins + 3))
         self._pending: list[torch.Tensor] = []
-        self._snapshot: torch.Tensor | None = None
+        self._batch = 0
+
+    @property
+    def row_width(self) -> int:
+        """Raw values per model in one recorded step."""
+        return sum(seg.raw_width for seg in self._layout)
+
+    def _rows_of(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        return [flat[:, s.start:s.stop] for s in self.slots]  # (M, n) each
 
     def _thresholds(self, bounds: list[list[tuple[float, float] | None]]) -> tuple[torch.Tensor, torch.Tensor]:
         tol = self.options.saturation_tol
@@ -136,20 +175,6 @@ class Recorder:
         return (torch.tensor(low, dtype=torch.float32, device=device).reshape(shape),
                 torch.tensor(high, dtype=torch.float32, device=device).reshape(shape))
 
-    def due(self, step: int) -> bool:
-        """Whether statistics are recorded at ``step``."""
-        return step % self.every == 0
-
-    def hist_due(self, step: int) -> bool:
-        """Whether histograms are recorded at ``step``."""
-        return self.hist_every is not None and step % self.hist_every == 0
-
-    def _param_views(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        return [flat[:, s.start:s.stop] for s in self.slots]  # (M, n) each
-
-    def _params(self, seg: _Segment, flat: torch.Tensor) -> torch.Tensor:
-        return self._segments.stats(flat, seg.stats)  # (M, params * stats)
-
     def _module_outputs(self, p: Pass) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         outs, deltas = [], []
         for name in self.modules:
@@ -158,55 +183,68 @@ class Recorder:
             deltas.append((p.dzs if j % 2 == 0 else p.dhs)[j // 2])
         return outs, deltas
 
-    def before_step(self, p: Pass, flat: torch.Tensor, grad: torch.Tensor) -> None:
-        """Activation, delta, gradient and weight statistics of this step (weights before the update)."""
-        outs, deltas = self._module_outputs(p)
-        parts: list[torch.Tensor] = []
-        plain = self._plain
-        for i, (seg, out) in enumerate(zip(self._act, outs)):
-            if not seg.stats:
-                continue
-            cols = [batched_tensor_stats(out.reshape(out.shape[0], -1), plain)] if plain else []
-            if R.DEAD_FRAC in seg.stats:
-                cols.append(dead_fraction(out).unsqueeze(1))
-            if R.SATURATED_FRAC in seg.stats:
-                cols.append(saturated_fraction(out, self._low[i], self._high[i]).unsqueeze(1))
-            parts.append(torch.cat(cols, dim=1))
-        for seg, delta in zip(self._delta, reversed(deltas)):
-            if seg.stats:
-                parts.append(batched_tensor_stats(delta.reshape(delta.shape[0], -1), seg.stats,
-                                                  delta.shape[1] + delta.shape[2]))
-        if self.slots and self._grad.stats:
-            parts.append(self._params(self._grad, grad))
-        if self.slots and self.weight_plain:
-            parts.append(self._params(self._weight, flat))
-        self._pending = parts
-        if self.ratio and self.slots:
-            self._snapshot = flat.detach().clone()
+    def _activation(self, i: int, seg: _Segment, out: torch.Tensor) -> torch.Tensor:
+        """Raw columns (M, k) of module output ``i``: its moments, then dead/saturated fractions."""
+        moments = moments_for(seg.stats)
+        cols = [row_moments([out.reshape(out.shape[0], -1)], moments)[:, 0]] if moments else []
+        if R.DEAD_FRAC in seg.stats:
+            cols.append(dead_fraction(out).unsqueeze(1))
+        if R.SATURATED_FRAC in seg.stats:
+            cols.append(saturated_fraction(out, self._low[i], self._high[i]).unsqueeze(1))
+        return torch.cat(cols, dim=1)
 
-    def after_step(self, step: int, flat: torch.Tensor) -> None:
+    def before_step(self, p: Pass) -> None:
+        """Raw activation, delta, gradient and weight reductions of this step (weights before the update)."""
+        parts: list[torch.Tensor] = []
+        if self.modules:
+            outs, deltas = self._module_outputs(p)
+            parts += [self._activation(i, seg, out) for i, (seg, out) in enumerate(zip(self._act, outs)) if seg.stats]
+            parts += [row_moments([d.reshape(d.shape[0], -1)], moments_for(seg.stats))[:, 0]
+                      for seg, d in zip(self._delta, reversed(deltas)) if seg.stats]
+        if self.slots and self._grad.stats:
+            parts.append(row_moments(self._grads, moments_for(self._grad.stats)).flatten(1))
+        if self.slots and self.weight_plain:
+            parts.append(row_moments(self._weights, moments_for(self.weight_plain)).flatten(1))
+        if self._snapshot is not None:
+            self._snapshot.copy_(self.net.flat)
+        self._pending, self._batch = parts, p.zs[0].shape[1]
+
+    def after_step(self, step: int) -> None:
         """Close the step's record with the update ratios of the update just taken."""
         parts = self._pending
         if self._snapshot is not None:
-            parts = parts + [self._segments.update_ratio(self._snapshot, flat)]
-            self._snapshot = None
+            base = row_moments(self._before, (L2,))
+            self._snapshot.sub_(self.net.flat)  # before - after
+            diff = row_moments(self._before, (L2,))
+            parts = parts + [torch.cat([base, diff], dim=2).flatten(1)]  # (M, params * [L2, DIFF])
         if parts:
-            self._rows.append((step, torch.cat(parts, dim=1)))
+            self._rows.append((step, self._batch, torch.cat(parts, dim=1)))
         self._pending = []
 
-    def hists(self, step: int, flat: torch.Tensor, grad: torch.Tensor) -> None:
+    def hists(self, step: int) -> None:
         """Histograms of every recorded parameter's gradient and weight at ``step``."""
         if not self.slots:
             return
-        packed = [batched_histogram(v, self.bins) for pair in zip(self._param_views(grad), self._param_views(flat))
-                  for v in pair]
+        packed = [batched_histogram(v, self.bins) for pair in zip(self._grads, self._weights) for v in pair]
         self._hists.append((step, torch.stack(packed, dim=1)))
+
+    def _values(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Steps (R,) and statistics (R, M, S) of the buffered rows, in the layout of ``_template``."""
+        steps = np.array([s for s, _, _ in self._rows], dtype=np.int64)
+        if not self._rows:
+            return steps, None
+        raw = torch.stack([v for _, _, v in self._rows]).cpu().double().numpy()  # (R, M, raw columns)
+        batch = np.array([b for _, b, _ in self._rows], dtype=np.float64)
+        out, at = [], 0
+        for seg in self._layout:
+            out.append(seg.finalize(raw[:, :, at:at + seg.raw_width], batch))
+            at += seg.raw_width
+        return steps, np.concatenate(out, axis=2)
 
     def frames(self, last: list[int]) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
         """Move what is buffered to the host and split it per model, keeping steps <= ``last[m]``."""
         out = []
-        steps = np.array([s for s, _ in self._rows], dtype=np.int64)
-        values = torch.stack([v for _, v in self._rows]).cpu().numpy() if self._rows else None  # (R, M, S)
+        steps, values = self._values()
         hsteps = np.array([s for s, _ in self._hists], dtype=np.int64)
         hvalues = torch.stack([v for _, v in self._hists]).cpu().numpy() if self._hists else None
         self._rows, self._hists = [], []
@@ -239,7 +277,8 @@ class Recorder:
         if not (self.slots and self.weight_plain):
             return [_frame(np.zeros(0, dtype=np.int64), np.zeros((0, 0)), np.zeros((0, 4), dtype=object))
                     for _ in steps]
-        values = self._params(self._weight, flat).cpu().numpy()  # (M, S)
+        raw = row_moments(self._rows_of(flat), moments_for(self.weight_plain)).cpu().double().numpy()
+        values = self._weight.finalize(raw.reshape(1, raw.shape[0], -1), np.ones(1))[0]  # (M, S)
         return [_frame(np.array([s]), values[m][self._final[m][1]][None], self._final[m][0])
                 for m, s in enumerate(steps)]
 

@@ -1,126 +1,109 @@
-"""Per-model statistics of an ensemble, each a reduction over ``(M, -1)``: the probe's numbers for M models at once.
+"""Per-model statistics of an ensemble: raw reductions over ``(M, n)`` rows on the device, finalised on the host.
 
-The formulas are the single-model ones (``quantities.tensor_stats``, ``activation_stats``,
-``histograms``, ``update_ratio``) with a leading model dimension; tests compare the two.
+The split is the probe's (``quantities``): each recorded tensor costs a few reductions per step
+(``sum``, ``sum |x|``, ``||x||``, the two-pass ``sum (x - mean)^2``, ...), stacked into one row per
+step; divisions and square roots run later with NumPy in float64 over many steps at once. Tests
+compare the results with the single-model probe.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from gradprobe import records as R
 
+# Raw reductions per tensor and model, in stacking order.
+SUM, SUM_ABS, L2, SSD, MAX_ABS, NONZERO, DIFF, NONFINITE = (
+    "sum", "sum_abs", "l2", "ssd", "max_abs", "nonzero", "diff", "nonfinite")
+_ORDER = (SUM, SUM_ABS, L2, SSD, MAX_ABS, NONZERO, DIFF, NONFINITE)
+_NEEDS = {
+    R.MEAN: (SUM,), R.MEAN_ABS: (SUM_ABS,), R.SUM_ABS_PER_SHAPE: (SUM_ABS,), R.STD: (SUM, SSD), R.NORM: (L2,),
+    R.MAX_ABS: (MAX_ABS,), R.ZERO_FRAC: (NONZERO,), R.NONFINITE: (SUM_ABS, NONFINITE), R.UPDATE_RATIO: (L2, DIFF),
+}
 
-def batched_tensor_stats(x: torch.Tensor, stats: tuple[str, ...], shape_sum: int = 1) -> torch.Tensor:
-    """``tensor_stats`` of every row of ``x`` (M, n): shape ``(M, len(stats))``, float32.
+
+def moments_for(stats: tuple[str, ...]) -> tuple[str, ...]:
+    """The raw reductions ``stats`` need, in stacking order (stats without any, e.g. dead_frac, pass through)."""
+    needed = {m for s in stats for m in _NEEDS.get(s, ())}
+    return tuple(m for m in _ORDER if m in needed)
+
+
+def row_moments(rows: list[torch.Tensor], moments: tuple[str, ...]) -> torch.Tensor:
+    """Raw reductions of every row of each tensor in ``rows`` ((M, n_t) each): ``(M, T, len(moments))``.
+
+    Non-finite entries are counted only when some ``sum |x|`` is not finite (one host read), which is
+    exactly when there are any. ``DIFF`` is not a reduction of one tensor (see ``Recorder``).
+    """
+    cols: list[torch.Tensor] = []
+    for x in rows:
+        x = x.detach()
+        total = x.sum(1) if SUM in moments else None
+        for m in moments:
+            if m == SUM:
+                cols.append(total)  # type: ignore[arg-type]
+            elif m == SUM_ABS:
+                cols.append(torch.linalg.vector_norm(x, 1, dim=1))
+            elif m == L2:
+                cols.append(torch.linalg.vector_norm(x, 2, dim=1))
+            elif m == SSD:
+                dev = x - (total / x.shape[1]).unsqueeze(1)  # type: ignore[operator, union-attr]
+                cols.append(torch.linalg.vecdot(dev, dev))
+            elif m == MAX_ABS:
+                cols.append(x.abs().amax(1))
+            elif m == NONZERO:
+                cols.append(torch.count_nonzero(x, dim=1).to(x.dtype))
+    plain = len(moments) - (NONFINITE in moments)
+    m_, t = rows[0].shape[0], len(rows)
+    raw = torch.stack(cols, dim=1).view(m_, t, plain)
+    if NONFINITE not in moments:
+        return raw
+    if bool(torch.isfinite(raw[:, :, moments.index(SUM_ABS)]).all()):
+        counts = raw.new_zeros(m_, t, 1)
+    else:  # x - x is NaN exactly where x is not finite
+        counts = torch.stack([torch.isnan(x - x).sum(1).to(raw.dtype) for x in rows], dim=1).unsqueeze(2)
+    return torch.cat([raw, counts], dim=2)
+
+
+def finalize(raw: np.ndarray, moments: tuple[str, ...], n: np.ndarray, shape_sum: np.ndarray,
+             stats: tuple[str, ...]) -> np.ndarray:
+    """Statistics ``(..., T, len(stats))`` from raw ``(..., T, k)``: moments first, then pass-through columns.
 
     Args:
-        x: one flattened tensor per model, (M, n).
-        stats: names from :data:`records.TENSOR_STATS`.
-        shape_sum: ``sum(shape)`` of one model's tensor, the divisor of ``sum_abs_per_shape``
-            (1 leaves it undivided, as activation statistics do).
+        raw: raw reductions (float64), then one column per stat without moments (e.g. dead_frac).
+        moments: the names of the first ``len(moments)`` columns.
+        n: entries per tensor, broadcastable to ``raw[..., 0]``.
+        shape_sum: ``sum(shape)`` per tensor, the divisor of ``sum_abs_per_shape``.
+        stats: the statistics to return, in order.
     """
-    x = x.detach().float()  # (M, n)
-    n = x.shape[1]
-    need = set(stats)
-    out: dict[str, torch.Tensor] = {}
-    if need & {R.MEAN, R.STD}:
-        out[R.MEAN] = x.sum(1) / n
-    if need & {R.MEAN_ABS, R.MAX_ABS, R.SUM_ABS_PER_SHAPE}:
-        ax = x.abs()
-        abs_sum = ax.sum(1)
-        if R.MEAN_ABS in need:
-            out[R.MEAN_ABS] = abs_sum / n
-        if R.SUM_ABS_PER_SHAPE in need:
-            out[R.SUM_ABS_PER_SHAPE] = abs_sum / max(shape_sum, 1)
-        if R.MAX_ABS in need:
-            out[R.MAX_ABS] = ax.amax(1)
-    if R.NONFINITE in need:
-        out[R.NONFINITE] = torch.isnan(x - x).sum(1, dtype=torch.float32)  # NaN exactly where x is not finite
-    if need & {R.NORM, R.STD}:
-        sq = torch.linalg.vecdot(x, x)  # (M,)
-        if R.NORM in need:
-            out[R.NORM] = sq.sqrt()
-        if R.STD in need:
-            mean = out[R.MEAN]
-            out[R.STD] = ((sq - n * mean * mean).clamp_min(0) / max(n - 1, 1)).sqrt()
-    if R.ZERO_FRAC in need:
-        out[R.ZERO_FRAC] = (n - torch.count_nonzero(x, dim=1)).float() / n
-    return torch.stack([out[s] for s in stats], dim=1)
-
-
-class Segments:
-    """Several tensors laid side by side in a flat ``(M, P)`` tensor: per-tensor stats in one reduction each.
-
-    Args:
-        bounds: ``(start, stop)`` columns of each tensor; other columns are ignored.
-        width: P.
-        shape_sums: ``sum(shape)`` of each tensor (divisor of ``sum_abs_per_shape``).
-        device: where the index lives.
-    """
-
-    def __init__(self, bounds: list[tuple[int, int]], width: int, shape_sums: list[int],
-                 device: torch.device | str = "cpu") -> None:
-        lengths, keep, at = [], [], 0
-        for start, stop in sorted(bounds):
-            if start > at:  # columns of tensors not recorded form segments of their own, dropped
-                lengths.append(start - at)
-            keep.append(len(lengths))
-            lengths.append(stop - start)
-            at = stop
-        if at < width:
-            lengths.append(width - at)
-        order = sorted(range(len(bounds)), key=lambda i: bounds[i])
-        chosen = [0] * len(bounds)
-        for rank, i in enumerate(order):
-            chosen[i] = keep[rank]
-        self.lengths = torch.tensor(lengths, dtype=torch.long, device=device)
-        self.keep = None if chosen == list(range(len(lengths))) else torch.tensor(chosen, device=device)
-        self.count = torch.tensor([stop - start for start, stop in bounds], dtype=torch.float32, device=device)
-        self.shape_sum = torch.tensor([max(s, 1) for s in shape_sums], dtype=torch.float32, device=device)
-
-    def _reduce(self, x: torch.Tensor, how: str) -> torch.Tensor:
-        out = torch.segment_reduce(x, how, lengths=self.lengths.expand(x.shape[0], -1), axis=1)
-        return out if self.keep is None else out.index_select(1, self.keep)
-
-    def sum(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-tensor sums of ``x`` (M, P): (M, tensors)."""
-        return self._reduce(x, "sum")
-
-    def amax(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-tensor maxima of ``x`` (M, P): (M, tensors)."""
-        return self._reduce(x, "max")
-
-    def stats(self, x: torch.Tensor, stats: tuple[str, ...]) -> torch.Tensor:
-        """``tensor_stats`` of every tensor in every row: ``(M, tensors * len(stats))``, tensor-major."""
-        x = x.detach().float()  # (M, P)
-        n, need = self.count, set(stats)
-        out: dict[str, torch.Tensor] = {}
-        if need & {R.MEAN, R.STD}:
-            out[R.MEAN] = self.sum(x) / n
-        if need & {R.MEAN_ABS, R.MAX_ABS, R.SUM_ABS_PER_SHAPE}:
-            ax = x.abs()
-            abs_sum = self.sum(ax)
-            out[R.MEAN_ABS] = abs_sum / n
-            out[R.SUM_ABS_PER_SHAPE] = abs_sum / self.shape_sum
-            if R.MAX_ABS in need:
-                out[R.MAX_ABS] = self.amax(ax)
-        if R.NONFINITE in need:
-            out[R.NONFINITE] = self.sum(torch.isnan(x - x).float())
-        if need & {R.NORM, R.STD}:
-            sq = self.sum(x * x)
-            out[R.NORM] = sq.sqrt()
-            if R.STD in need:
-                out[R.STD] = ((sq - n * out[R.MEAN] * out[R.MEAN]).clamp_min(0) / (n - 1).clamp_min(1)).sqrt()
-        if R.ZERO_FRAC in need:
-            out[R.ZERO_FRAC] = self.sum((x == 0).float()) / n
-        return torch.stack([out[s] for s in stats], dim=2).reshape(x.shape[0], -1)
-
-    def update_ratio(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-        """``update_ratio`` of every tensor: (M, tensors), from flat weights before and after a step."""
-        diff = (after - before).float()
-        diff, base = self.sum(diff * diff).sqrt(), self.sum(before * before).sqrt()
-        return torch.where(base > 0, diff / base, torch.where(diff > 0, torch.inf, 0.0))
+    col = {m: raw[..., i] for i, m in enumerate(moments)}
+    extra = iter(range(len(moments), raw.shape[-1]))
+    n = n.astype(np.float64)
+    out = np.empty(raw.shape[:-1] + (len(stats),))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for j, stat in enumerate(stats):
+            if stat == R.MEAN:
+                out[..., j] = col[SUM] / n
+            elif stat == R.MEAN_ABS:
+                out[..., j] = col[SUM_ABS] / n
+            elif stat == R.SUM_ABS_PER_SHAPE:
+                out[..., j] = col[SUM_ABS] / np.maximum(shape_sum, 1)
+            elif stat == R.STD:
+                out[..., j] = np.sqrt(col[SSD] / np.maximum(n - 1, 1))
+            elif stat == R.NORM:
+                out[..., j] = col[L2]
+            elif stat == R.MAX_ABS:
+                out[..., j] = col[MAX_ABS]
+            elif stat == R.ZERO_FRAC:
+                out[..., j] = (n - col[NONZERO]) / n
+            elif stat == R.NONFINITE:
+                out[..., j] = col[NONFINITE]
+            elif stat == R.UPDATE_RATIO:  # inf when a zero weight (a zero-initialised bias) moved, 0 if neither
+                diff, base = col[DIFF], col[L2]
+                out[..., j] = np.where(base > 0, diff / base, np.where(diff > 0, np.inf, 0.0))
+            else:
+                out[..., j] = raw[..., next(extra)]
+    return out
 
 
 def dead_fraction(out: torch.Tensor) -> torch.Tensor:
@@ -144,11 +127,14 @@ def batched_histogram(x: torch.Tensor, bins: int) -> torch.Tensor:
     hi = torch.where(torch.isfinite(hi), hi, 0.0)
     flat_range = hi <= lo
     lo, hi = torch.where(flat_range, lo - 0.5, lo), torch.where(flat_range, hi + 0.5, hi)
-    index = ((flat - lo.unsqueeze(1)) / (hi - lo).unsqueeze(1) * bins).floor().clamp(0, bins - 1)
+    # float64, as the probe: exploding values (|x| near float32's max) must not overflow hi - lo
+    lo64, hi64 = lo.double().unsqueeze(1), hi.double().unsqueeze(1)
+    scaled = (flat.double() - lo64) / (hi64 - lo64) * bins
+    index = torch.nan_to_num(scaled, nan=0.0).floor().clamp(0, bins - 1)
     index = torch.where(finite, index, float(bins)).long()
-    counts = torch.zeros(flat.shape[0], bins + 1, dtype=torch.float32)
+    counts = torch.zeros(flat.shape[0], bins + 1, dtype=torch.float32, device=flat.device)
     counts.scatter_add_(1, index, torch.ones_like(flat))
     return torch.cat([lo.unsqueeze(1), hi.unsqueeze(1), counts], dim=1)
 
 
-__all__ = ["Segments", "batched_histogram", "batched_tensor_stats", "dead_fraction", "saturated_fraction"]
+__all__ = ["batched_histogram", "dead_fraction", "finalize", "moments_for", "row_moments", "saturated_fraction"]
