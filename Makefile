@@ -32,14 +32,14 @@ chromium:
 demo: install
 	$(VENV)/bin/gradprobe run circles-deep
 
-test: install-dev chromium
+test: install-dev chromium lint
 	MPLBACKEND=agg $(PY) -m pytest
 
 bench: install-dev
 	$(PY) benchmarks/run.py
 
 lint: install-dev
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy src/gradprobe
 
 clean:
