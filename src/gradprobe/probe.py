@@ -86,6 +86,21 @@ def _select(names: Sequence[str], patterns: str | Sequence[str] | None, what: st
     return chosen
 
 
+def first_nonfinite(frame: pd.DataFrame) -> dict[str, Any] | None:
+    """The first record (step, layer, tensor, kind) that counted NaN/Inf entries, or None.
+
+    Only counted entries: a float32 mean of huge finite values may overflow, and a zero-initialised
+    bias has an infinite update ratio, yet neither tensor holds a NaN or Inf.
+    """
+    bad = frame[(frame["stat"] == R.NONFINITE) & (frame["value"] > 0)]
+    if not len(bad):
+        return None
+    first = bad.loc[bad["step"].idxmin()]
+    log.warning("non-finite values first seen at step %d in %s.%s (%s)",
+                first["step"], first["layer"], first["tensor"], first["kind"])
+    return {"step": int(first["step"]), "layer": first["layer"], "tensor": first["tensor"], "kind": first["kind"]}
+
+
 class Probe:
     """Records per-layer statistics of ``model`` while it trains; a context manager; ``detach()`` undoes it.
 
@@ -393,17 +408,8 @@ class Probe:
         return pd.DataFrame(rows, columns=list(R.HIST_COLUMNS))
 
     def _note_nonfinite(self, frame: pd.DataFrame) -> None:
-        if self.first_nonfinite is not None:
-            return
-        # Only counted NaN/Inf entries: a float32 mean of huge finite values may overflow, and a
-        # zero-initialised bias has an infinite update ratio, yet neither tensor holds a NaN or Inf.
-        bad = frame[(frame["stat"] == R.NONFINITE) & (frame["value"] > 0)]
-        if len(bad):
-            first = bad.loc[bad["step"].idxmin()]
-            self.first_nonfinite = {k: first[k] for k in ("step", "layer", "tensor", "kind")}
-            self.first_nonfinite["step"] = int(first["step"])
-            log.warning("non-finite values first seen at step %d in %s.%s (%s)",
-                        first["step"], first["layer"], first["tensor"], first["kind"])
+        if self.first_nonfinite is None:
+            self.first_nonfinite = first_nonfinite(frame)
 
     def frame(self) -> pd.DataFrame:
         """All statistics recorded so far as a tidy frame with columns :data:`records.STAT_COLUMNS`."""

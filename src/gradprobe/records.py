@@ -51,7 +51,6 @@ LOSS: Final = "loss"
 ACCURACY: Final = "accuracy"
 TRAIN: Final = "train"
 TEST: Final = "test"
-BATCH: Final = "batch"  # running training-batch loss
 
 # Run statuses.
 RUNNING: Final = "running"

@@ -115,7 +115,8 @@ def run(
     """Train every arm of EXPERIMENT (x seeds), store each run, and print the comparison."""
     if resume is not None:
         _resume(resume, store, as_json, {"EXPERIMENT": experiment, "--set": set_, "--seeds": seeds is not None,
-                                         "--data-dir": data_dir,
+                                         "--data-dir": data_dir, "--tensorboard": tensorboard is not None,
+                                         "--engine": engine != "loop",
                                          "--[no-]stop-on-nonfinite": stop_on_nonfinite is not None})
         return
     if engine not in ("loop", "ensemble"):

@@ -46,6 +46,7 @@ def _print_table(sweep: Sweep, agg: pd.DataFrame) -> None:
 
 def _save_figures(sweep: Sweep, agg: pd.DataFrame, out_dir: Path) -> list[Path]:
     from gradprobe.plots.sweep import accuracy_curve, depth_curve, heatmap
+    from gradprobe.report.figures import save_figure
 
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = {}
@@ -56,11 +57,7 @@ def _save_figures(sweep: Sweep, agg: pd.DataFrame, out_dir: Path) -> list[Path]:
     if len(varying) == 2:
         figures["heatmap-accuracy.png"] = heatmap(agg, varying[1], varying[0], "train_accuracy")
         figures["heatmap-vanishing.png"] = heatmap(agg, varying[1], varying[0], "vanishing_factor")
-    paths = []
-    for name, fig in figures.items():
-        fig.savefig(out_dir / name, dpi=120)
-        paths.append(out_dir / name)
-    return paths
+    return [save_figure(fig, out_dir / name) for name, fig in figures.items()]
 
 
 def _json(sweep: Sweep, agg: pd.DataFrame, runs: int) -> str:

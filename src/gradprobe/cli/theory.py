@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -13,6 +13,9 @@ from gradprobe.cli.format import json_number, num, table
 from gradprobe.diagnose.theory import decay_chains
 from gradprobe.errors import GradprobeError
 from gradprobe.theory import TheoryResult, predict, sigma_w2_for_init
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _DEFAULT_CHI_ACTIVATIONS = ("sigmoid", "tanh", "relu")
 _PLOT_SUFFIXES = (".png", ".pdf", ".svg")
@@ -33,12 +36,11 @@ def _check_plot_path(path: Path | None) -> None:
                              "allowed: a file in an existing directory")
 
 
-def _save(fig: object, path: Path) -> None:
-    """Write a figure atomically (a crash leaves no half-written file)."""
-    from gradprobe.store.atomic import atomic_path
+def _save(fig: Figure, path: Path) -> None:
+    """Write a figure atomically and say where."""
+    from gradprobe.report.figures import save_figure
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lower().lstrip("."))  # type: ignore[attr-defined]
+    save_figure(fig, path)
     err.print(f"figure saved to {path}", markup=False)
 
 

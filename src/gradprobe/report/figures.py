@@ -22,7 +22,7 @@ from gradprobe.store.layout import MODEL
 from gradprobe.store.reader import Run
 from gradprobe.train.config import DecayConfig
 
-__all__ = ["CAPTIONS", "FORMATS", "save_decay_figures", "save_figures"]
+__all__ = ["CAPTIONS", "FORMATS", "save_decay_figures", "save_figure", "save_figures"]
 
 _log = logging.getLogger(__name__)
 
@@ -124,15 +124,16 @@ def _plan(runs: Sequence[Run]) -> list[tuple[str, Builder]]:
     return plan
 
 
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write one figure atomically (a crash leaves no half-written file), in the format its suffix names."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".").lower(), dpi=_DPI)
+    return path
+
+
 def _write(fig: Figure, out_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
-    """Save ``fig`` once per format, each file written atomically."""
-    paths = []
-    for fmt in formats:
-        path = out_dir / f"{stem}.{fmt}"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=_DPI)
-        paths.append(path)
-    return paths
+    """Save ``fig`` once per format."""
+    return [save_figure(fig, out_dir / f"{stem}.{fmt}") for fmt in formats]
 
 
 def _save(builders: list[tuple[str, Builder]], out_dir: Path,

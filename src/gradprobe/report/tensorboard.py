@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from gradprobe.errors import GradprobeError
 from gradprobe.store.layout import sanitize_run_id
 from gradprobe.store.reader import Run
 
@@ -85,13 +86,13 @@ class TensorBoardSink:
             seed: seed, the third level ``seed<k>``.
 
         Raises:
-            ImportError: if TensorBoard is missing, with the command that installs it.
+            GradprobeError: if TensorBoard is missing, with the command that installs it.
         """
         try:
             from tensorboard.compat.proto.summary_pb2 import Summary
             from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:
-            raise ImportError(_INSTALL) from exc
+        except ImportError:
+            raise GradprobeError(_INSTALL) from None
         self._summary = Summary
         self.path = run_folder(logdir, experiment, arm, seed)
         self._writer: SummaryWriter = SummaryWriter(str(self.path), max_queue=1000, flush_secs=10)

@@ -94,7 +94,6 @@ __all__ = [
     "TMP_PREFIX",
     "checkpoint_path",
     "is_valid_run_id",
-    "model_path",
     "new_run_id",
     "parse_part_name",
     "part_name",
@@ -181,11 +180,6 @@ def run_dir(run_id: str, store: str | os.PathLike[str] | None = None) -> Path:
 def checkpoint_path(run_id: str, store: str | os.PathLike[str] | None = None) -> Path:
     """Return where a run's checkpoint lives; write it through ``atomic_path``."""
     return run_dir(run_id, store) / CHECKPOINT
-
-
-def model_path(run_id: str, store: str | os.PathLike[str] | None = None) -> Path:
-    """Return where a run's final model weights (a torch state dict) live; write through ``atomic_path``."""
-    return run_dir(run_id, store) / MODEL
 
 
 def run_ids(store: str | os.PathLike[str] | None = None) -> list[str]:

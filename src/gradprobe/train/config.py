@@ -120,9 +120,6 @@ class DecayConfig(_Strict):
     tangent_at: float = 1.0  # x of the tangent line drawn on the curve
 
 
-RUN_KEYS = tuple(RunConfig.model_fields)
-
-
 class ExperimentConfig(_Strict):
     """A preset or user config: shared settings, arms that override them, and a seed count."""
 
@@ -142,7 +139,6 @@ class ExperimentConfig(_Strict):
 
 
 __all__ = [
-    "RUN_KEYS",
     "DecayConfig",
     "ExperimentConfig",
     "OptimizerConfig",

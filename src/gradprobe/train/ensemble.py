@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from gradprobe.data.datasets import Dataset, load_dataset
+from gradprobe.data.datasets import Dataset
 from gradprobe.errors import GradprobeError
 from gradprobe.models.activations import activation_spec
 from gradprobe.store.layout import new_run_id
@@ -28,7 +28,7 @@ from gradprobe.train.ensemble_loop import EnsembleTrainer
 from gradprobe.train.env import environment
 from gradprobe.train.experiment import Experiment
 from gradprobe.train.loop import Progress, RunResult
-from gradprobe.train.runner import run_one
+from gradprobe.train.runner import prepare, run_one
 
 # Fields a member may change without changing any tensor shape or the training schedule.
 _FREE = ("experiment", "arm", "seed")
@@ -121,14 +121,12 @@ def train_group(cfgs: list[RunConfig], data: Dataset, store: Path | None, batch:
 def run_experiment_ensembled(exp: Experiment, store: Path | None,
                              progress: Callable[[RunConfig], Progress | None] | None = None) -> list[RunResult]:
     """``runner.run_experiment`` with every group that can be ensembled trained as one; results in run order."""
+    cache = prepare(exp)  # every run checked before the first group trains
     batch = new_run_id(exp.name, "batch", None)
-    cache: dict[str, Dataset] = {}
     done: dict[int, RunResult] = {}
     index = {id(c): i for i, c in enumerate(exp.runs)}
     for group in group_configs(exp.runs):
         key = group[0].data.model_dump_json()
-        if key not in cache:
-            cache[key] = load_dataset(group[0].data)
         if can_ensemble(group):
             bars = [progress(c) for c in group] if progress else []
 

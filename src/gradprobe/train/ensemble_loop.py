@@ -14,8 +14,7 @@ import torch
 
 from gradprobe import records as R
 from gradprobe.data.datasets import Dataset
-from gradprobe.store.atomic import atomic_path
-from gradprobe.store.layout import MODEL
+from gradprobe.probe import first_nonfinite
 from gradprobe.store.writer import RunWriter
 from gradprobe.train import setup
 from gradprobe.train.config import RunConfig
@@ -25,21 +24,11 @@ from gradprobe.train.ensemble_record import Recorder
 
 # The loop's example order and summary, so both engines agree by construction (private names there).
 from gradprobe.train.loop import Progress, RunResult, epoch_order, evaluation_at, run_summary
+from gradprobe.train.predict import save_model
 
 log = logging.getLogger(__name__)
 _GATHER_BYTES = 64 * 2**20  # gather a whole epoch's batches at once when they fit in this much memory
 _CHUNK, _CHUNK_VALUES = 256, 2**20  # recorded steps buffered before one move to the host: at least, values
-
-
-def first_nonfinite(frame: pd.DataFrame) -> dict[str, object] | None:
-    """``Probe.first_nonfinite``: the first row that counts NaN/Inf entries (a mean may overflow on finite values)."""
-    bad = frame[(frame["stat"] == R.NONFINITE) & (frame["value"] > 0)]
-    if not len(bad):
-        return None
-    first = bad.loc[bad["step"].idxmin()]
-    log.warning("non-finite values first seen at step %d in %s.%s (%s)",
-                first["step"], first["layer"], first["tensor"], first["kind"])
-    return {"step": int(first["step"]), "layer": first["layer"], "tensor": first["tensor"], "kind": first["kind"]}
 
 
 class EnsembleTrainer:
@@ -251,13 +240,12 @@ class EnsembleTrainer:
                     "nonfinite_steps": self.nonfinite_steps[m], "first_nonfinite_loss_step": first}
         grad = (frame["kind"].to_numpy() == R.GRAD) & (frame["stat"].to_numpy() == R.MEAN_ABS)
         summary = run_summary(frame[grad], weights, before, after, counters)  # its factors read only these rows
-        status = R.DIVERGED if self.nonfinite_steps[m] else R.FINISHED
+        status = R.DIVERGED if self.nonfinite_steps[m] or counters["first_nonfinite"] is not None else R.FINISHED
         with torch.no_grad():
             for view, (_, p) in zip(self.net.views(final[m:m + 1]), model.named_parameters()):
                 p.copy_(view[0])
         if writer is not None:
-            with atomic_path(writer.path / MODEL) as tmp:
-                torch.save(model.state_dict(), tmp)
+            save_model(writer.path, model)
             writer.finish(status, summary)
         metrics = pd.DataFrame(self.metrics[m], columns=list(R.METRIC_COLUMNS))
         return RunResult(cfg, writer.run_id if writer is not None else None, status, summary, frame, metrics)

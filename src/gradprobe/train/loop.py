@@ -16,8 +16,7 @@ from gradprobe import records as R
 from gradprobe.data.datasets import Dataset
 from gradprobe.diagnose.factors import median_factor, vanishing_factor
 from gradprobe.probe import Probe
-from gradprobe.store.atomic import atomic_path
-from gradprobe.store.layout import CHECKPOINT, MODEL
+from gradprobe.store.layout import CHECKPOINT
 from gradprobe.store.writer import RunWriter
 from gradprobe.train import setup
 from gradprobe.train.checkpoint import (
@@ -27,6 +26,7 @@ from gradprobe.train.checkpoint import (
     save_checkpoint,
 )
 from gradprobe.train.config import RunConfig
+from gradprobe.train.predict import save_model
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (steps done, total steps)
@@ -215,8 +215,7 @@ class Trainer:
                            {**counters, "steps": self.step, "first_nonfinite": probe.first_nonfinite})
         status = R.DIVERGED if counters["nonfinite_steps"] or probe.first_nonfinite else R.FINISHED
         if self.writer is not None:
-            with atomic_path(self.writer.path / MODEL) as tmp:
-                torch.save(self.model.state_dict(), tmp)
+            save_model(self.writer.path, self.model)
         for sink in self.sinks:
             sink.finish(status, summary)
         if self.writer is not None:  # the run is complete: nothing left to resume

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from gradprobe.data.datasets import load_dataset
 from gradprobe.errors import GradprobeError
 from gradprobe.models.mlp import MLP
+from gradprobe.store.atomic import atomic_path
 from gradprobe.store.layout import MODEL
 from gradprobe.store.reader import Run
 from gradprobe.train import setup
@@ -30,6 +33,12 @@ def load_model(run: Run) -> tuple[MLP, RunConfig]:
     return model.eval(), cfg
 
 
+def save_model(run_path: Path, model: torch.nn.Module) -> None:
+    """Store a run's final weights (a state dict, read back by :func:`load_model` with ``weights_only``)."""
+    with atomic_path(run_path / MODEL) as tmp:
+        torch.save(model.state_dict(), tmp)
+
+
 @torch.no_grad()
 def class_probabilities(model: MLP, points: np.ndarray) -> np.ndarray:
     """Class probabilities (n, classes) of ``points`` (n, features); one logit means a sigmoid output."""
@@ -40,4 +49,4 @@ def class_probabilities(model: MLP, points: np.ndarray) -> np.ndarray:
     return torch.softmax(logits, dim=-1).numpy()
 
 
-__all__ = ["class_probabilities", "load_model"]
+__all__ = ["class_probabilities", "load_model", "save_model"]

@@ -47,13 +47,25 @@ def run_one(cfg: RunConfig, store: Path | None, data: Dataset | None = None,
     writer = None
     if store is not None:
         run_id = new_run_id(cfg.experiment, cfg.arm, cfg.seed)
+        sinks = list(sinks_for(cfg, run_id)) if sinks_for else []  # before the run exists: they may refuse
         writer = RunWriter(store, run_id, config=cfg.model_dump(mode="json"), env=environment(cfg.device),
                            meta={"experiment": cfg.experiment, "arm": cfg.arm, "seed": cfg.seed, "batch": batch,
                                  **_owner()})
         with writer:
-            sinks = sinks_for(cfg, run_id) if sinks_for else ()
-            return Trainer(cfg, data, writer, progress, sinks=sinks).run()
-    return Trainer(cfg, data, None, progress, sinks=sinks_for(cfg, None) if sinks_for else ()).run()
+            return _run_with_sinks(Trainer(cfg, data, writer, progress, sinks=sinks), sinks)
+    sinks = list(sinks_for(cfg, None)) if sinks_for else []
+    return _run_with_sinks(Trainer(cfg, data, None, progress, sinks=sinks), sinks)
+
+
+def _run_with_sinks(trainer: Trainer, sinks: Sequence[RunSink]) -> RunResult:
+    """Run, and on any failure still close the live sinks so what they buffered is written."""
+    try:
+        return trainer.run()
+    except BaseException as exc:
+        status = R.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else R.FAILED
+        for sink in sinks:
+            sink.finish(status, None, f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def _owner() -> dict[str, object]:
@@ -94,12 +106,11 @@ def preflight(cfg: RunConfig, data: Dataset) -> None:
           options=setup.probe_options(cfg.record)).detach()
 
 
-def run_experiment(exp: Experiment, store: Path | None, progress: ProgressFactory | None = None,
-                   sinks_for: SinksFactory | None = None) -> list[RunResult]:
-    """Train every run of ``exp`` in order, loading each distinct data set once.
+def prepare(exp: Experiment) -> dict[str, Dataset]:
+    """Load each distinct data set once and check every run, before anything is written.
 
-    Every data set is loaded and every run checked before the first one starts, so bad input
-    leaves nothing in the store.
+    Returns:
+        The data sets keyed by their config's JSON.
     """
     cache: dict[str, Dataset] = {}
     for cfg in exp.runs:
@@ -107,6 +118,17 @@ def run_experiment(exp: Experiment, store: Path | None, progress: ProgressFactor
         if key not in cache:
             cache[key] = load_dataset(cfg.data)
         preflight(cfg, cache[key])
+    return cache
+
+
+def run_experiment(exp: Experiment, store: Path | None, progress: ProgressFactory | None = None,
+                   sinks_for: SinksFactory | None = None) -> list[RunResult]:
+    """Train every run of ``exp`` in order, loading each distinct data set once.
+
+    Every data set is loaded and every run checked before the first one starts, so bad input
+    leaves nothing in the store.
+    """
+    cache = prepare(exp)
     batch = new_run_id(exp.name, "batch", None)
     return [run_one(cfg, store, cache[cfg.data.model_dump_json()], progress(cfg) if progress else None, batch,
                     sinks_for=sinks_for)
@@ -151,4 +173,4 @@ def resume_run(run_id: str, store: Path | None, progress: Progress | None = None
         return trainer.run()
 
 
-__all__ = ["preflight", "resume_run", "run_experiment", "run_one"]
+__all__ = ["preflight", "prepare", "resume_run", "run_experiment", "run_one"]
