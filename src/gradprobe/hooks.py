@@ -17,6 +17,20 @@ class _Removable(Protocol):
     def remove(self) -> None: ...
 
 
+class _Restore:
+    """Handle of a shadowed ``update``: puts back the previous one if the wrapper is still in place."""
+
+    def __init__(self, scaler: Any, wrapper: Callable[..., None], previous: Callable[..., None] | None) -> None:
+        self._scaler, self._wrapper, self._previous = scaler, wrapper, previous
+
+    def remove(self) -> None:
+        if vars(self._scaler).get("update") is self._wrapper:
+            if self._previous is None:
+                del self._scaler.update
+            else:
+                self._scaler.update = self._previous
+
+
 class HookSet:
     """Handles of every hook a probe registered; ``remove_all`` undoes them all."""
 
@@ -43,6 +57,21 @@ class HookSet:
         else:
             self._handles.append(optimizer.register_step_pre_hook(lambda opt, a, k: pre(opt)))
             self._handles.append(optimizer.register_step_post_hook(lambda opt, a, k: post(opt)))
+
+    def scaler_update(self, scaler: torch.amp.GradScaler, before: Callable[[], None]) -> None:
+        """Call ``before()`` at the start of every ``scaler.update()`` (GradScaler has no hooks of its own).
+
+        The instance's ``update`` is shadowed by a wrapper; removing the handle restores what was there.
+        """
+        original = scaler.update
+        shadowed = "update" in vars(scaler)
+
+        def update(*args: Any, **kwargs: Any) -> None:
+            before()
+            original(*args, **kwargs)
+
+        scaler.update = update  # type: ignore[method-assign]
+        self._handles.append(_Restore(scaler, update, original if shadowed else None))
 
     def remove_all(self) -> None:
         """Remove every registered hook (idempotent)."""

@@ -10,29 +10,32 @@ from __future__ import annotations
 import fnmatch
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from gradprobe import records as R
+from gradprobe.blocks import Block, Buffer, first_nonfinite, hist_frame, stats_frame
 from gradprobe.errors import GradprobeError
 from gradprobe.hooks import HookSet, first_tensor
+from gradprobe.pending import Call, Pending, stack_rows
 from gradprobe.quantities import (
     ActivationStats,
     Inputs,
     Quantity,
+    StepStats,
     TensorStats,
     UpdateRatio,
     family_of,
     histogram,
+    step_row,
     update_norms,
 )
-from gradprobe.quantities.histograms import unpack_histogram
 from gradprobe.schedules import Schedule, as_schedule
+from gradprobe.structure import Capture, analyse
 
 log = logging.getLogger(__name__)
 Sink = Callable[[pd.DataFrame, pd.DataFrame], None]
@@ -49,25 +52,7 @@ class ProbeOptions:
     bins: int = 30  # histogram bins; edges span each tensor's finite range
     saturation_tol: float = 0.01  # "saturated" = within this fraction of the range from an asymptote
     flush_every: int = 64  # recorded steps buffered on the device before one transfer to the host
-
-
-@dataclass
-class _Block:
-    """Raw reductions of several tensors of one kind at one step, still on the device."""
-
-    step: int
-    quantity: Quantity
-    names: list[tuple[str, str]]  # (layer, tensor) per row
-    stats: tuple[str, ...]  # what the rows become once finalised on the host
-    raw: torch.Tensor  # (len(names), k) raw reductions
-    meta: list[tuple[float, ...]]  # per row: what finalising needs (element counts, shapes)
-
-
-@dataclass
-class _Buffer:
-    blocks: list[_Block] = field(default_factory=list)
-    hists: list[tuple[int, str, str, str, torch.Tensor]] = field(default_factory=list)
-    steps: set[int] = field(default_factory=set)
+    structure: bool = True  # read residual joins, norms and tied weights from the first training pass (once)
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -86,21 +71,6 @@ def _select(names: Sequence[str], patterns: str | Sequence[str] | None, what: st
     return chosen
 
 
-def first_nonfinite(frame: pd.DataFrame) -> dict[str, Any] | None:
-    """The first record (step, layer, tensor, kind) that counted NaN/Inf entries, or None.
-
-    Only counted entries: a float32 mean of huge finite values may overflow, and a zero-initialised
-    bias has an infinite update ratio, yet neither tensor holds a NaN or Inf.
-    """
-    bad = frame[(frame["stat"] == R.NONFINITE) & (frame["value"] > 0)]
-    if not len(bad):
-        return None
-    first = bad.loc[bad["step"].idxmin()]
-    log.warning("non-finite values first seen at step %d in %s.%s (%s)",
-                first["step"], first["layer"], first["tensor"], first["kind"])
-    return {"step": int(first["step"]), "layer": first["layer"], "tensor": first["tensor"], "kind": first["kind"]}
-
-
 class Probe:
     """Records per-layer statistics of ``model`` while it trains; a context manager; ``detach()`` undoes it.
 
@@ -116,6 +86,17 @@ class Probe:
             (default: every leaf module); ``[]`` records none.
         options: stats, bins and buffering (:class:`ProbeOptions`).
         sink: called with ``(stats_frame, hist_frame)`` at every flush, e.g. a run store writer.
+        scaler: the ``torch.amp.GradScaler`` of a mixed-precision loop, or None. Deltas are then
+            divided by the loss scale their backward ran with, a step the scaler skipped (inf/NaN
+            gradients, no update) keeps no activation or delta records, and every recorded or
+            skipped step gets a kind-``step`` row pair (``skipped``, ``loss_scale``).
+
+    Module outputs (activation and delta) are recorded in train and eval mode alike, for every
+    forward pass whose output backward reaches before the optimizer step; passes without grad, and
+    passes with grad whose outputs receive no gradient (e.g. validation), are not. All such passes
+    of one step are pooled: a module called twice (a shared block, an RNN cell in a loop) or once
+    per micro-batch of gradient accumulation gets the statistics of its outputs concatenated along
+    the batch, and a unit is dead only if it is dead in every call (see :mod:`gradprobe.pending`).
     """
 
     def __init__(
@@ -129,6 +110,7 @@ class Probe:
         modules: str | Sequence[str] | None = None,
         options: ProbeOptions | None = None,
         sink: Sink | None = None,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise GradprobeError(f"model: {type(model).__name__} is not a torch.nn.Module")
@@ -149,19 +131,27 @@ class Probe:
         if optimizer is not None and not self._owns(optimizer):
             raise GradprobeError("optimizer: it holds none of the model's parameters")
         self._explicit_optimizer = optimizer
+        if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
+            raise GradprobeError(f"scaler: {type(scaler).__name__} is not a torch.amp.GradScaler; pass one or None")
+        self._scaler = scaler
+        self._step_q = StepStats(R.STEP_STATS)
+        self._pending = Pending(self._act_q, self._delta_q)
+        self._stepped = False  # an optimizer step (or step()) ran since the scaler's last update()
         self._owned: dict[int, bool] = {}
         self._step = 0
-        self._seen: set[str] = set()
         self._snapshot: list[torch.Tensor] | None = None
         self._snapshot_buffers: list[torch.Tensor] | None = None
         self._last_weights: list[torch.Tensor] | None = None  # for step(): ratio between recorded steps
         self._followed_optimizer = False
-        self._buffer = _Buffer()
+        self._buffer = Buffer()
         self._frames: list[pd.DataFrame] = []
         self._hist_frames: list[pd.DataFrame] = []
         self._sink = sink
         self.first_nonfinite: dict[str, Any] | None = None
+        self.structure: dict[str, Any] | None = None  # the model's wiring, for the residual-aware diagnosis
         self._hooks = HookSet()
+        self._structure_hooks = HookSet()
+        self._capture = Capture()
         self._attach(model, modules)
 
     # -- attaching -------------------------------------------------------------------------------
@@ -172,12 +162,33 @@ class Probe:
         for name in chosen:
             self._hooks.forward(by_name[name], self._forward_hook(name, family_of(by_name[name])))
         self._hooks.optimizer(self._explicit_optimizer, self._pre_step, self._post_step)
+        if self._scaler is not None:
+            self._hooks.scaler_update(self._scaler, self._before_update)
+        if self.options.structure:
+            for name in leaves:
+                self._structure_hooks.forward(by_name[name], self._capture.hook(name))
+            self._structure_hooks.forward(model, self._read_structure)
         self._attached = True
+
+    def _read_structure(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        """At the end of the first forward pass with grad, read the model's wiring from its autograd graph, once."""
+        out = first_tensor(output)
+        if not torch.is_grad_enabled() or out is None or out.grad_fn is None:
+            self._capture.clear()  # nothing to read from this pass: wait for a training one
+            return
+        try:
+            self.structure = analyse(self.model, self._capture, out)
+        except Exception as exc:  # noqa: BLE001  (the wiring only refines the diagnosis: never stop training)
+            log.warning("model structure not read (%s); the diagnosis uses the plain gradient-flow rule", exc)
+        finally:
+            self._structure_hooks.remove_all()
+            self._capture.clear()
 
     def detach(self) -> None:
         """Remove every hook and move what is buffered to the host; safe to call twice."""
         if getattr(self, "_attached", False):
             self._hooks.remove_all()
+            self._structure_hooks.remove_all()
             self._attached = False
             self.flush()
 
@@ -206,7 +217,7 @@ class Probe:
     def _push(self, step: int, quantity: Quantity, names: list[tuple[str, str]], stats: tuple[str, ...],
               raw: torch.Tensor, meta: list[tuple[float, ...]]) -> None:
         if names and stats:
-            self._buffer.blocks.append(_Block(step, quantity, names, stats, raw, meta))
+            self._buffer.blocks.append(Block(step, quantity, names, stats, raw, meta))
             self._buffer.steps.add(step)
 
     def resume_at(self, step: int) -> None:
@@ -217,7 +228,7 @@ class Probe:
         if not values or not quantity.stats:
             return
         inputs = [Inputs(t) for _, t in values]
-        raw = torch.stack([quantity.raw(i) for i in inputs])  # (len(values), k)
+        raw = stack_rows([quantity.raw(i) for i in inputs])  # (len(values), k)
         self._push(step, quantity, [_split(n) for n, _ in values], quantity.stats, raw,
                    [quantity.meta(i) for i in inputs])
 
@@ -253,6 +264,8 @@ class Probe:
         self._followed_optimizer = True
         step = self._step
         if self._schedule(step):
+            self._record_step(step, skipped=False)
+            self._commit(step)
             self._record_params(step)
             if self._ratio_q is not None:
                 self._snapshot = self._snapshot_weights(self._snapshot_buffers)
@@ -270,7 +283,8 @@ class Probe:
 
     def _advance(self) -> None:
         self._step += 1
-        self._seen.clear()
+        self._stepped = True
+        self._pending.clear()
         if len(self._buffer.steps) >= self.options.flush_every:
             self.flush()
 
@@ -286,6 +300,8 @@ class Probe:
             raise GradprobeError("probe.step(): the probe already follows the optimizer's steps; don't call both")
         step = self._step
         if self._schedule(step):
+            self._record_step(step, skipped=False)
+            self._commit(step)
             self._record_params(step)
             if self._ratio_q is not None:
                 if self._last_weights is not None:
@@ -295,35 +311,51 @@ class Probe:
             self._record_hists(step)
         self._advance()
 
+    def _loss_scale(self) -> torch.Tensor | None:
+        """The scaler's current scale (a device tensor: no sync), None without an enabled scaler."""
+        if self._scaler is None or not self._scaler.is_enabled():
+            return None
+        return self._scaler._get_scale_async()
+
+    def _record_step(self, step: int, skipped: bool) -> None:
+        if self._scaler is not None:
+            self._push(step, self._step_q, [("", R.STEP_TENSOR)], self._step_q.stats,
+                       step_row(skipped, self._loss_scale())[None], [()])
+
+    def _before_update(self) -> None:
+        """Called before ``scaler.update()``: if no optimizer step ran since the last one, the scaler skipped it."""
+        if not self._stepped:
+            self._record_step(self._step, skipped=True)  # the scale the skipped backward overflowed with
+            self._advance()  # drops the skipped step's held calls: scaled by an overflowing scale
+        self._stepped = False
+
     def record_weights(self) -> None:
         """Record weight statistics now, at the current step (e.g. the final weights after training)."""
         self._record_tensors(self._step, self._weight_q, [(n, p) for n, p in self._params])
 
     def _forward_hook(self, name: str, family: object) -> Callable[[nn.Module, Any, Any], None]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if name in self._seen or not (torch.is_grad_enabled() and self.model.training):
-                return
-            step = self._step
-            if not self._schedule(step):
+            # Any mode (eval() with frozen BatchNorm trains too); passes without grad are not training.
+            if not torch.is_grad_enabled() or not self._schedule(self._step):
                 return
             out = first_tensor(output)
-            if out is None or not out.is_floating_point() or out.numel() == 0:
-                return
-            self._seen.add(name)  # only the first forward of a step (gradient accumulation, RNN reuse)
-            inputs_ = Inputs(out, family=family)
-            self._push(step, self._act_q, [(name, "output")], self._act_q.stats_for(inputs_),
-                       self._act_q.raw(inputs_)[None], [self._act_q.meta(inputs_)])
-            if out.requires_grad and self._delta_q.stats:
-                # A tensor hook, not a full backward hook: it survives in-place ops after this module.
-                out.register_hook(lambda g: self._on_delta(step, name, g))
+            if out is None or not out.is_floating_point() or out.numel() == 0 or not out.requires_grad:
+                return  # no gradient can reach this output, so no optimizer step uses this pass
+            data = Inputs(out, family=family, source=first_tensor(inputs))
+            call = Call(name, self._act_q.stats_for(data), self._act_q.raw(data), self._act_q.meta(data),
+                        out.shape[0] if out.dim() > 1 else 1, self._act_q.dead_mask(data))
+            self._pending.add(call)
+            # A tensor hook, not a full backward hook: it survives in-place ops after this module.
+            out.register_hook(lambda g: self._pending.on_delta(call, g) if self._attached else None)
 
         return hook
 
-    def _on_delta(self, step: int, name: str, grad: torch.Tensor) -> None:
-        if self._attached:
-            inputs = Inputs(grad)
-            self._push(step, self._delta_q, [(name, "output")], self._delta_q.stats, self._delta_q.raw(inputs)[None],
-                       [self._delta_q.meta(inputs)])
+    def _commit(self, step: int) -> None:
+        """Pool the step's held module-output calls and buffer them (activations, then deltas)."""
+        acts, deltas = self._pending.commit(self._loss_scale())
+        for quantity, rows in ((self._act_q, acts), (self._delta_q, deltas)):
+            for row in rows:
+                self._push(step, quantity, [(row.name, "output")], row.stats, row.raw[None], [row.meta])
 
     def diagnose(self, thresholds: Any = None) -> Any:
         """The diagnosis of what was recorded so far (see :func:`gradprobe.diagnose.engine.diagnose`)."""
@@ -335,77 +367,16 @@ class Probe:
     def flush(self) -> None:
         """Move everything buffered to the host (one transfer per device) and hand it to the sink."""
         blocks, hists = self._buffer.blocks, self._buffer.hists
-        self._buffer = _Buffer()
+        self._buffer = Buffer()
         if not blocks and not hists:
             return
-        stats = self._stats_frame(blocks)
-        hist = self._hist_frame(hists)
+        stats = stats_frame(blocks)
+        hist = hist_frame(hists, self.options.bins)
         self._note_nonfinite(stats)
         self._frames.append(stats)
         self._hist_frames.append(hist)
         if self._sink is not None:
             self._sink(stats, hist)
-
-    @staticmethod
-    def _to_host(tensors: list[torch.Tensor]) -> np.ndarray:
-        if not tensors:
-            return np.zeros(0, dtype=np.float32)
-        by_device: dict[torch.device, list[int]] = {}
-        for i, t in enumerate(tensors):
-            by_device.setdefault(t.device, []).append(i)
-        flat = [t.reshape(-1) for t in tensors]
-        host: list[np.ndarray | None] = [None] * len(tensors)
-        for idx in by_device.values():
-            joined = torch.cat([flat[i] for i in idx]).detach().cpu().numpy()
-            offsets = np.cumsum([0] + [flat[i].numel() for i in idx])
-            for j, i in enumerate(idx):
-                host[i] = joined[offsets[j] : offsets[j + 1]]
-        return np.concatenate(host)  # type: ignore[arg-type]
-
-    @staticmethod
-    def _finalize(blocks: list[_Block]) -> np.ndarray:
-        """Host statistics of every block, in block order, finalised group by group with NumPy."""
-        raw = Probe._to_host([b.raw.double() for b in blocks])
-        offsets = np.cumsum([0] + [b.raw.numel() for b in blocks])
-        groups: dict[tuple[int, tuple[str, ...]], list[int]] = {}
-        for i, b in enumerate(blocks):
-            groups.setdefault((id(b.quantity), b.stats), []).append(i)
-        parts: list[np.ndarray] = [np.empty(0)] * len(blocks)
-        for members in groups.values():
-            first = blocks[members[0]]
-            width = first.raw.shape[1]
-            rows = np.concatenate([raw[offsets[i]:offsets[i + 1]] for i in members]).reshape(-1, width)
-            meta = np.array([m for i in members for m in blocks[i].meta], dtype=np.float64).reshape(len(rows), -1)
-            values = first.quantity.finalize(rows, meta, first.stats)  # (rows, len(stats))
-            start = 0
-            for i in members:
-                n = len(blocks[i].names)
-                parts[i] = values[start:start + n].reshape(-1)
-                start += n
-        return np.concatenate(parts) if parts else np.zeros(0)
-
-    def _stats_frame(self, blocks: list[_Block]) -> pd.DataFrame:
-        values = self._finalize(blocks)
-        cols: dict[str, list[Any]] = {"step": [], "layer": [], "tensor": [], "kind": [], "stat": []}
-        for b in blocks:
-            n = len(b.names) * len(b.stats)
-            cols["step"].extend([b.step] * n)
-            cols["kind"].extend([b.quantity.kind] * n)
-            for layer, tensor in b.names:
-                cols["layer"].extend([layer] * len(b.stats))
-                cols["tensor"].extend([tensor] * len(b.stats))
-                cols["stat"].extend(b.stats)
-        frame = pd.DataFrame(cols)
-        frame["value"] = values.astype(np.float64)
-        return frame[list(R.STAT_COLUMNS)]
-
-    def _hist_frame(self, hists: list[tuple[int, str, str, str, torch.Tensor]]) -> pd.DataFrame:
-        packed = self._to_host([h[4] for h in hists]).reshape(len(hists), self.options.bins + 3)
-        rows = []
-        for (step, layer, tensor, kind, _), vec in zip(hists, packed):
-            edges, counts, _nonfinite = unpack_histogram(vec, self.options.bins)
-            rows.append((step, layer, tensor, kind, edges, counts))
-        return pd.DataFrame(rows, columns=list(R.HIST_COLUMNS))
 
     def _note_nonfinite(self, frame: pd.DataFrame) -> None:
         if self.first_nonfinite is None:
@@ -427,4 +398,4 @@ class Probe:
         return pd.concat(self._hist_frames, ignore_index=True)
 
 
-__all__ = ["Probe", "ProbeOptions", "Sink"]
+__all__ = ["Probe", "ProbeOptions", "Sink", "first_nonfinite"]

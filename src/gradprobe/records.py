@@ -3,9 +3,12 @@
 A statistic is a tidy row ``step, layer, tensor, kind, stat, value``:
 
 * ``step``: index of the optimizer step the values belong to (0 = the first
-  update; weights at ``step`` are the weights *before* that update).
+  update; weights at ``step`` are the weights *before* that update). A step a
+  ``GradScaler`` skipped (inf/NaN gradients) counts as a step without an update:
+  it records only its ``step`` row (``skipped`` = 1), no other kind.
 * ``layer``: module path, e.g. ``layers.3`` (``""`` for the root module).
-* ``tensor``: ``weight``/``bias``/... for parameters, ``output`` for module outputs.
+* ``tensor``: ``weight``/``bias``/... for parameters, ``output`` for module outputs,
+  ``optimizer`` for kind ``step``.
 * ``kind``: one of :data:`KINDS`.
 * ``stat``: one of the constants below.
 """
@@ -15,31 +18,48 @@ from __future__ import annotations
 from typing import Final
 
 # Kinds of tensor a statistic describes.
-GRAD: Final = "grad"  # dL/dparam, read at optimizer-step time
+# dL/dparam, read at optimizer-step time. The trainer backpropagates the data loss only and adds the
+# L2 term's l2 * W after the probe has read it, so its grad rows are dL_data/dW (run summary
+# "grad_of": "data_loss"); with the Probe in your own loop they are of whatever loss you backpropagate.
+GRAD: Final = "grad"
 WEIGHT: Final = "weight"  # the parameter itself
 ACTIVATION: Final = "activation"  # a module's forward output
-DELTA: Final = "delta"  # dL/d(module output), the back-propagated error
-KINDS: Final = (GRAD, WEIGHT, ACTIVATION, DELTA)
+DELTA: Final = "delta"  # dL/d(module output), the back-propagated error (unscaled under a GradScaler)
+STEP: Final = "step"  # the optimizer step itself (layer "", tensor "optimizer"): skipped, loss_scale
+KINDS: Final = (GRAD, WEIGHT, ACTIVATION, DELTA, STEP)
+STEP_TENSOR: Final = "optimizer"  # the tensor name of kind-step rows
 
 # Statistic names.
 MEAN: Final = "mean"
 MEAN_ABS: Final = "mean_abs"
-STD: Final = "std"  # unbiased (n - 1); 0 for a single element
+# Unbiased, ddof 1 (divides by n - 1); 0 for a single element. NumPy's x.std() (the seeds' figures)
+# is ddof 0: that is this value times sqrt((n - 1) / n), e.g. 0.98x for a 5 x 5 weight.
+STD: Final = "std"
 NORM: Final = "norm"  # L2 norm of the flattened tensor
 MAX_ABS: Final = "max_abs"
 ZERO_FRAC: Final = "zero_frac"  # fraction of entries exactly 0
 NONFINITE: Final = "nonfinite"  # count of NaN/Inf entries
-SUM_ABS_PER_SHAPE: Final = "sum_abs_per_shape"  # sum|x| / sum(shape): CS231n's magnitude heuristic
+# sum|x| / sum(shape): CS231n's magnitude heuristic; for kind grad, as CS231n, of the data-loss gradient
+# (before the L2 term's l2 * W is added; see GRAD).
+SUM_ABS_PER_SHAPE: Final = "sum_abs_per_shape"
 UPDATE_RATIO: Final = "update_ratio"  # ||w_after - w_before|| / ||w_before|| (kind weight)
-DEAD_FRAC: Final = "dead_frac"  # units <= 0 for every example of the batch (ReLU family)
+# Units whose local derivative f'(x) is ~0 for every example of the step's batch (all calls of the module
+# in the step pooled): exactly 0 on ReLU's x <= 0, the plateaus of ReLU6/Hardtanh/Hardsigmoid and
+# Hardswish's x < -3; |f'(x)| < 1e-3 (quantities.activation_stats.DEAD_TOLERANCE) for ELU/SELU/CELU/GELU/
+# SiLU/Mish/Softplus. Activations without such a region (LeakyReLU/PReLU/RReLU, sigmoid, tanh) record none.
+DEAD_FRAC: Final = "dead_frac"
 SATURATED_FRAC: Final = "saturated_frac"  # outputs within 1% of an asymptote (bounded activations)
+NEGATIVE_FRAC: Final = "negative_frac"  # entries with negative input (leaky units: LeakyReLU/PReLU/RReLU)
+SKIPPED: Final = "skipped"  # kind step: 1 if the GradScaler skipped the update (inf/NaN gradients), else 0
+LOSS_SCALE: Final = "loss_scale"  # kind step: the GradScaler's scale in effect for the step's backward
 
 TENSOR_STATS: Final = (MEAN, MEAN_ABS, STD, NORM, MAX_ABS, ZERO_FRAC, NONFINITE, SUM_ABS_PER_SHAPE)
 DEFAULT_GRAD_STATS: Final = (MEAN, MEAN_ABS, STD, NORM, MAX_ABS, ZERO_FRAC, NONFINITE)
 DEFAULT_WEIGHT_STATS: Final = (MEAN, STD, NORM, UPDATE_RATIO)
-DEFAULT_ACTIVATION_STATS: Final = (MEAN, STD, DEAD_FRAC, SATURATED_FRAC)
+DEFAULT_ACTIVATION_STATS: Final = (MEAN, STD, DEAD_FRAC, SATURATED_FRAC, NEGATIVE_FRAC)
 DEFAULT_DELTA_STATS: Final = (MEAN_ABS, STD, NORM)
-ALL_STATS: Final = TENSOR_STATS + (UPDATE_RATIO, DEAD_FRAC, SATURATED_FRAC)
+ALL_STATS: Final = TENSOR_STATS + (UPDATE_RATIO, DEAD_FRAC, SATURATED_FRAC, NEGATIVE_FRAC)
+STEP_STATS: Final = (SKIPPED, LOSS_SCALE)
 
 # Columns of the tidy frames.
 STAT_COLUMNS: Final = ("step", "layer", "tensor", "kind", "stat", "value")

@@ -28,7 +28,7 @@ def _diagnose_json(run_id: str, *extra: str) -> dict:
 
 def _check_schema(doc: dict) -> None:
     assert set(doc) == {"verdict", "layers"}
-    verdicts = ("healthy", "vanishing", "exploding", "dead", "saturated", "stalled", "unstable")
+    verdicts = ("healthy", "vanishing", "exploding", "dead", "saturated", "stalled", "unstable", "frozen")
     assert doc["verdict"] in verdicts and doc["layers"]
     for entry in doc["layers"]:
         assert set(entry) == {"layer", "verdict", "evidence", "remedies"} and entry["verdict"] in verdicts

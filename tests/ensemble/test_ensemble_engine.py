@@ -151,7 +151,7 @@ def test_grouping() -> None:
 def test_every_elementwise_activation(tmp_path: Path) -> None:
     """Each activation's fused forward/backward kernel (ensemble_kernels) against autograd in run_one."""
     base = load_experiment("circles-deep", ["train.epochs=1", "model.init=glorot_uniform"], seeds=1).runs[0]
-    acts = ["leaky_relu:0.1", "elu:0.5", "selu", "gelu", "silu", "softplus", "hard_sigmoid"]
+    acts = ["leaky_relu:0.1", "elu:0.5", "selu", "gelu", "silu", "softplus", "hard_sigmoid", "erf"]
     runs = [base.model_copy(update={"arm": f"a{i}", "model": base.model.model_copy(update={"activation": a})})
             for i, a in enumerate(acts)]
     assert can_ensemble(runs)

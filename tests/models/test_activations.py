@@ -11,6 +11,7 @@ from torch import nn
 
 from gradprobe.errors import GradprobeError
 from gradprobe.models import ACTIVATIONS, ActivationSpec, Maxout, activation_spec, parse_spec
+from gradprobe.models.activations import Erf
 from gradprobe.models.spec import format_spec
 
 ELEMENTWISE = [name for name in ACTIVATIONS if name != "maxout"]
@@ -60,6 +61,7 @@ def test_fn_matches_module(text: str) -> None:
         ("softplus", nn.Softplus, {}),
         ("hard_sigmoid", nn.Hardsigmoid, {}),
         ("Hard-Sigmoid", nn.Hardsigmoid, {}),
+        ("erf", Erf, {}),
         ("linear", nn.Identity, {}),
         ("maxout", Maxout, {"k": 2}),
         ("maxout(3)", Maxout, {"k": 3}),
@@ -77,7 +79,7 @@ def test_module_class(text: str, cls: type[nn.Module], attrs: dict[str, object])
 def test_every_name_has_a_module() -> None:
     assert set(ACTIVATIONS) == {
         "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "silu", "softplus",
-        "hard_sigmoid", "linear", "maxout",
+        "hard_sigmoid", "erf", "linear", "maxout",
     }
 
 

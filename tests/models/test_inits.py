@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -14,7 +15,7 @@ from gradprobe.models import INITS, InitSpec, init_spec
 
 def _sample(text: str, fan_out: int, fan_in: int, seed: int = 0) -> torch.Tensor:
     weight = torch.empty(fan_out, fan_in)
-    init_spec(text).apply(weight, torch.Generator().manual_seed(seed))
+    init_spec(text).apply(weight, torch.Generator().manual_seed(seed), np.random.RandomState(seed))
     return weight
 
 
@@ -78,7 +79,7 @@ def test_orthogonal_is_orthogonal(text: str, shape: tuple[int, int], gain: float
 VARIANCE_CASES = [
     "normal", "normal:0.05", "normal:1:0.3", "uniform:0.5", "uniform:-1:2", "glorot_uniform",
     "glorot_normal", "he_uniform", "he_normal", "lecun_normal", "lecun_uniform", "orthogonal",
-    "orthogonal:3", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal",
+    "orthogonal:3", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "cs231n:0.1",
 ]
 
 
@@ -198,3 +199,12 @@ def test_init_errors(text: str, bad: str, allowed: str) -> None:
 def test_direct_construction_is_validated(name: str, args: tuple[float, ...]) -> None:
     with pytest.raises(GradprobeError):
         InitSpec(name, args)
+
+
+def test_cs231n_init_is_the_transposed_legacy_numpy_draw() -> None:
+    weight = torch.empty(3, 4, dtype=torch.float64)
+    init_spec("cs231n:0.1").apply(weight, stream=np.random.RandomState(5))
+    np.random.seed(5)
+    np.testing.assert_array_equal(weight.numpy(), (0.1 * np.random.randn(4, 3)).T)  # W is (fan_in, fan_out)
+    with pytest.raises(GradprobeError, match="legacy stream"):
+        init_spec("cs231n:0.1").apply(weight)

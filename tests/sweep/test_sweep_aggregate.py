@@ -43,6 +43,9 @@ def test_interval_degenerate_cases() -> None:
     assert interval([])[0] == 0
 
 
+VERDICTS = ("healthy", "dead", "healthy", "exploding", "undiagnosed")
+
+
 def _runs(rng: np.random.Generator) -> pd.DataFrame:
     rows = []
     for arm in ("sigmoid", "relu"):
@@ -51,6 +54,7 @@ def _runs(rng: np.random.Generator) -> pd.DataFrame:
                 factor = float(rng.lognormal(2.0 if arm == "sigmoid" else 0.0, 1.0))
                 rows.append({"run_id": f"{arm}{depth}{seed}", "arm": arm, "point": f"depth={depth}", "seed": seed,
                              "status": "diverged" if (arm, depth, seed) == ("relu", 4, 3) else "finished",
+                             "verdict": VERDICTS[(seed * 7 + depth + len(arm)) % len(VERDICTS)],
                              "model.depth": depth, "model.activation": arm, "model.init": "normal:1",
                              "depth": depth, "final_loss": float(rng.normal(0.5, 0.1)),
                              "train_accuracy": float(rng.uniform()), "test_accuracy": math.nan,
@@ -68,6 +72,9 @@ def test_aggregate_against_pandas_groupby() -> None:
     assert list(agg["n_runs"]) == [5] * 4 and list(agg["n_diverged"]) == [0, 0, 0, 1]
     for _, row in agg.iterrows():
         grp = runs[(runs.arm == row["arm"]) & (runs.point == row["point"])]
+        counts = grp["verdict"].value_counts()  # pandas' own count, parsed back from the text
+        assert dict((v, int(n)) for v, n in (part.rsplit(" ", 1) for part in row["verdicts"].split(", "))) == dict(
+            counts)
         for name in METRICS:
             vals = grp[name].to_numpy()
             finite = vals[np.isfinite(vals)]

@@ -20,7 +20,8 @@ def _table() -> pd.DataFrame:
             for seed in range(3):
                 factor = base * depth * float(rng.lognormal(0, 0.3))
                 rows.append({"run_id": f"{act}{depth}{seed}", "arm": "default", "point": f"{act},{depth}",
-                             "seed": seed, "status": "finished", "model.activation": act, "model.depth": depth,
+                             "seed": seed, "status": "finished", "verdict": "healthy", "model.activation": act,
+                             "model.depth": depth,
                              "model.init": "normal:1", "depth": depth, "final_loss": 0.5,
                              "train_accuracy": float(rng.uniform(0.4, 1.0)), "test_accuracy": math.nan,
                              "vanishing_factor": factor, "vanishing_factor_median": factor,

@@ -89,8 +89,8 @@ def test_trainer_sees_the_l2_gradient():
     data = load_dataset(cfg.data)
     trainer = Trainer(cfg, data)
     w0 = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    x, y = data.x_train, data.y_train
     model = trainer.model
+    x, y = data.x_train.to(next(model.parameters()).dtype), data.y_train  # the spiral preset trains in float64
     logits = model(x)
     loss = torch.nn.functional.cross_entropy(logits, y) + 0.25 * sum((p * p).sum() for p in model.parameters()
                                                                      if p.dim() >= 2)

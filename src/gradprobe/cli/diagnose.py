@@ -35,7 +35,7 @@ def diagnose(
     min_window: Annotated[int | None, typer.Option(
         help="At least this many steps per window [5].", show_default=False)] = None,
 ) -> None:
-    """Diagnose RUN: healthy, vanishing, exploding, dead, saturated, stalled or unstable, per layer with evidence."""
+    """Diagnose RUN: healthy, vanishing, exploding, dead, saturated, stalled or unstable per layer, or frozen."""
     thresholds = Thresholds().replace(
         vanishing_ratio=vanishing_ratio, exploding_ratio=exploding_ratio, dead_fraction=dead_fraction,
         saturated_fraction=saturated_fraction, stalled_ratio=stalled_ratio, window_fraction=window_fraction,

@@ -29,19 +29,20 @@ def _pm(mean: float, ci: float, fmt: str) -> str:
 
 def _print_table(sweep: Sweep, agg: pd.DataFrame) -> None:
     has_test = bool((agg["test_accuracy_n"] > 0).any())
-    cols = ["arm", "grid point", "n", "diverged", "final loss", "train acc"] + (["test acc"] if has_test else []) + [
-        "vanishing factor", "geo. mean factor"]
+    cols = ["arm", "grid point", "n", "diverged", "verdicts", "final loss", "train acc"] + (
+        ["test acc"] if has_test else []) + ["vanishing factor", "geo. mean factor"]
     rows = []
     for r in agg.to_dict("records"):
         geo = 10 ** r["log10_vanishing_factor_mean"] if pd.notna(r["log10_vanishing_factor_mean"]) else None
-        rows.append([str(r["arm"]), str(r["point"]) or "-", str(r["n_runs"]), str(r["n_diverged"]),
+        rows.append([str(r["arm"]), str(r["point"]) or "-", str(r["n_runs"]), str(r["n_diverged"]), r["verdicts"],
                      _pm(r["final_loss_mean"], r["final_loss_ci"], "num"),
                      _pm(r["train_accuracy_mean"], r["train_accuracy_ci"], "pct")]
                     + ([_pm(r["test_accuracy_mean"], r["test_accuracy_ci"], "pct")] if has_test else [])
                     + [_pm(r["vanishing_factor_mean"], r["vanishing_factor_ci"], "num"), num(geo, 3)])
     out.print(table(f"{sweep.experiment.name}: {sweep.sweep_id}", cols, rows))
     out.print("mean ± 95% t-interval half-width over seeds; NaN/inf values are left out of the mean "
-              "(n counts runs). vanishing factor = mean |grad| of the output layer's weights / the first's.")
+              "(n counts runs). verdicts: how many runs `gradprobe diagnose` gives each overall verdict. "
+              "vanishing factor = mean |grad| of the output layer's weights / the first's.")
 
 
 def _save_figures(sweep: Sweep, agg: pd.DataFrame, out_dir: Path) -> list[Path]:

@@ -100,7 +100,7 @@ def _synthetic(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, int]:
     if cfg.name == "xor":
         return (*make_xor(cfg.n_samples, cfg.noise, cfg.seed), 2)
     if cfg.name == "spiral":
-        return (*make_spiral(cfg.n_per_class, cfg.n_classes, cfg.seed), cfg.n_classes)
+        return (*make_spiral(cfg.n_per_class, cfg.n_classes, cfg.seed, cfg.generator), cfg.n_classes)
     if cfg.name != "digits":
         raise GradprobeError(
             f"data.name: {cfg.name!r} is not a data set; allowed: {', '.join(DATA_NAMES)}"
@@ -190,7 +190,10 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         n_classes = 10
     else:
         x, y, n_classes = _synthetic(cfg)
-        x_tr, y_tr, x_te, y_te = _split(x, y, cfg.test_fraction, cfg.seed)
+        if cfg.generator == "cs231n" and cfg.test_fraction == 0 and cfg.limit is None:
+            x_tr, y_tr, x_te, y_te = x, y, None, None  # the notebook's rows in its order
+        else:
+            x_tr, y_tr, x_te, y_te = _split(x, y, cfg.test_fraction, cfg.seed)
         x_tr, y_tr = x_tr[: cfg.limit], y_tr[: cfg.limit]
     return Dataset(
         name=cfg.name,

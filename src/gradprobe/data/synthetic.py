@@ -130,13 +130,18 @@ def make_xor(n_samples: int, noise: float, seed: int) -> tuple[np.ndarray, np.nd
     return _as_xy(x, _XOR_LABELS[blob])
 
 
-def make_spiral(n_per_class: int, n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def make_spiral(n_per_class: int, n_classes: int, seed: int,
+                generator: str = "numpy") -> tuple[np.ndarray, np.ndarray]:
     """CS231n's spiral: arm j has radius linspace(0, 1) and angle linspace(4j, 4j + 4) + noise.
 
     Args:
         n_per_class: points per arm (>= 1).
         n_classes: number of arms (>= 2).
-        seed: random seed for ``np.random.default_rng`` (one ``standard_normal`` draw per arm).
+        seed: random seed.
+        generator: ``numpy``: one ``standard_normal`` draw per arm from ``np.random.default_rng(seed)``;
+            ``cs231n``: one ``randn`` per arm from ``np.random.RandomState(seed)``, which is what the
+            notebook's ``np.random.seed(seed)`` + ``np.random.randn`` draw (its exact points, up to
+            the float32 cast).
 
     Returns:
         ``x`` float32 (n_per_class * n_classes, 2), ordered by class, and ``y`` int64 labels.
@@ -146,14 +151,17 @@ def make_spiral(n_per_class: int, n_classes: int, seed: int) -> tuple[np.ndarray
     """
     _check_int("n_per_class", n_per_class, 1)
     _check_int("n_classes", n_classes, 2)
-    rng = np.random.default_rng(seed)
+    if generator not in ("numpy", "cs231n"):
+        raise GradprobeError(f"generator: {generator!r} is not a spiral generator; allowed: numpy, cs231n")
+    draw = (np.random.RandomState(seed).randn if generator == "cs231n"
+            else np.random.default_rng(seed).standard_normal)
     n = n_per_class
     x = np.zeros((n * n_classes, 2))  # (N*K, 2)
     y = np.zeros(n * n_classes, dtype=np.int64)  # (N*K,)
     for j in range(n_classes):
         ix = slice(n * j, n * (j + 1))
         r = np.linspace(0.0, 1.0, n)  # radius
-        t = np.linspace(j * 4, (j + 1) * 4, n) + rng.standard_normal(n) * 0.2  # angle
+        t = np.linspace(j * 4, (j + 1) * 4, n) + draw(n) * 0.2  # angle
         x[ix] = np.c_[r * np.sin(t), r * np.cos(t)]
         y[ix] = j
     return _as_xy(x, y)

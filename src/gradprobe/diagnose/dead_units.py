@@ -1,4 +1,4 @@
-"""Dead units: most ReLU-family units after a weight layer output <= 0 for every example, so pass no gradient."""
+"""Dead units: most units after a weight layer sit where the activation's derivative is ~0 for every example."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ from gradprobe import records as R
 from gradprobe.diagnose import evidence as E
 from gradprobe.diagnose.thresholds import Thresholds
 from gradprobe.diagnose.verdicts import DEAD, LayerVerdict
+
+# Only activations with a dead region record dead_frac, and leaky units have none: never advise the one in use.
+LEAKY = "use LeakyReLU or PReLU, whose slope for negative inputs is never 0 (no unit can die)"
 
 
 def _pushed_negative(frames: E.Frames, weight: str, thresholds: Thresholds) -> str | None:
@@ -33,14 +36,15 @@ def check(frames: E.Frames, thresholds: Thresholds) -> list[LayerVerdict]:
         dead = E.window_median(frames.output(R.ACTIVATION, R.DEAD_FRAC, act), thresholds)
         if dead is None or dead[0] < thresholds.dead_fraction:
             continue
-        text = (f"{E.pct(dead[0])} of {act}'s units are dead (output <= 0 for every example of a batch; "
+        text = (f"{E.pct(dead[0])} of {act}'s units are dead (the activation's derivative is ~0 for every "
+                f"example of a step's batch; "
                 f"median over the last {dead[1]} recorded steps)")
         pushed = _pushed_negative(frames, weight, thresholds)
         if pushed is not None:
             text += f"; {pushed}"
-            remedies = [E.BIAS, E.LOWER_LR, E.LEAKY, E.INIT, E.NORM]
+            remedies = [E.BIAS, E.LOWER_LR, LEAKY, E.INIT, E.NORM]
         else:
-            remedies = [E.LOWER_LR, E.LEAKY, E.INIT, E.NORM, E.BIAS]
+            remedies = [E.LOWER_LR, LEAKY, E.INIT, E.NORM, E.BIAS]
         found.append(LayerVerdict(weight, DEAD, text, remedies, {"dead_frac": dead[0], "steps": dead[1],
                                                                   "activation": act}))
     return found

@@ -1,10 +1,12 @@
 """``diagnose``: run every rule over a probe's or a run's records and combine the findings into one verdict per layer.
 
 Order of severity (the overall verdict is the most severe layer verdict): unstable > exploding >
-vanishing > dead > saturated > stalled > healthy. Dead and saturated units are causes that the
-rules see separately from their symptoms: a vanishing or stalled layer is attributed to dead or
-saturated units at the same layer or nearer the output (they block the gradient on its way back)
-or to dead units just before it (they feed it zeros), and takes their verdict and remedies.
+vanishing > dead > saturated > stalled > healthy; a frozen layer (requires_grad False) is listed as
+``frozen`` without statistics and never makes the overall verdict worse than healthy. Dead and
+saturated units are causes that the rules see separately from their symptoms: a vanishing or
+stalled layer is attributed to dead or saturated units at the same layer or nearer the output (they
+block the gradient on its way back) or to dead units just before it (they feed it zeros), and takes
+their verdict and remedies.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from typing import Any
 import pandas as pd
 
 from gradprobe import records as R
-from gradprobe.diagnose import dead_units, exploding, saturation, stalled, unstable, vanishing
+from gradprobe.diagnose import dead_units, exploding, residual, saturation, stalled, unstable, vanishing
 from gradprobe.diagnose import evidence as E
 from gradprobe.diagnose.thresholds import Thresholds
 from gradprobe.diagnose.verdicts import (
     DEAD,
+    FROZEN,
     HEALTHY,
     SATURATED,
     STALLED,
@@ -55,6 +58,28 @@ def _frames(source: Any, weight_layers: list[str] | None) -> E.Frames:
                          "pass a gradprobe Probe, a stored Run or run id, or a tidy stats frame")
 
 
+def _frozen(source: Any, frames: E.Frames) -> tuple[list[str], list[str]]:
+    """``(frozen weight layers, all weight layers in depth order)`` from the live model or the run summary."""
+    model: Any = getattr(source, "model", None)
+    if not isinstance(source, (str, Run, pd.DataFrame)) and hasattr(model, "named_parameters"):
+        weights = [(n, p.requires_grad) for n, p in model.named_parameters() if p.dim() >= 2]
+        return [n for n, trained in weights if not trained], [n for n, _ in weights]
+    frozen = list(frames.summary.get("frozen_layers") or [])
+    return frozen, list(frames.summary.get("weight_layers") or frames.weight_layers)
+
+
+def _with_frozen(layers: list[LayerVerdict], frozen: list[str], order: list[str]) -> list[LayerVerdict]:
+    """``layers`` plus a ``frozen`` entry per frozen layer, at its place in depth order."""
+    if not frozen:
+        return layers
+    rank = {name: i for i, name in enumerate(order)}
+    judged = {e.layer for e in layers}  # a layer frozen after some recorded steps keeps its verdict
+    entries = layers + [LayerVerdict(name, FROZEN, f"requires_grad is False: {name} is not trained, so it has "
+                                     "no gradient to judge (set requires_grad=True if it should learn)")
+                        for name in frozen if name not in judged]
+    return sorted(entries, key=lambda e: rank.get(e.layer, -1))  # stable: entries such as (loss) stay first
+
+
 def _cause_for(finding: LayerVerdict, causes: list[LayerVerdict], order: dict[str, int]) -> tuple[LayerVerdict, str]:
     """The nearest dead/saturated finding that explains a symptom, and how, or ``(finding, "")`` if none does."""
     at = order.get(finding.layer, -1)
@@ -87,15 +112,10 @@ def _healthy(frames: E.Frames, t: Thresholds, weight: str) -> LayerVerdict:
     """A healthy layer still shows its numbers: gradient flow, units and update size."""
     parts: list[str] = []
     numbers: dict[str, Any] = {}
-    if weight != frames.weight_layers[-1]:
-        err, grad = E.flow(frames, weight, t)
-        if err is not None or grad is not None:
-            text, numbers = E.describe_flow(weight, err, grad)
-            parts.append(text)
-    else:
-        out = E.window_median(frames.param(R.GRAD, R.MEAN_ABS, weight), t, t.flow_window_fraction)
-        if out is not None:
-            parts.append(f"the output layer, the reference of the ratios (mean |g| {E.sci(out[0])})")
+    flow = residual.healthy_flow(frames, weight, t)
+    if flow is not None:
+        parts.append(flow[0])
+        numbers.update(flow[1])
     act = frames.activation_after(weight)
     for stat, words in ((R.DEAD_FRAC, "dead"), (R.SATURATED_FRAC, "saturated")):
         frac = E.window_median(frames.output(R.ACTIVATION, stat, act), t)
@@ -139,11 +159,11 @@ def _notes(frames: E.Frames, t: Thresholds) -> list[str]:
     if frames.weight_layers:
         against = f"the error that {frames.weight_layers[-1]} sends back into {ref}" if ref else "the output layer"
         notes.append(f"ratios compare each layer with {against}")
-    return notes
+    return notes + residual.notes(frames)
 
 
 def diagnose(source: Any, thresholds: Thresholds | None = None, *,
-             weight_layers: list[str] | None = None) -> Diagnosis:
+             weight_layers: list[str] | None = None, structure: Any = None) -> Diagnosis:
     """Verdicts on a network's gradients: overall and per weight matrix, with evidence and ranked remedies.
 
     Args:
@@ -151,6 +171,9 @@ def diagnose(source: Any, thresholds: Thresholds | None = None, *,
         thresholds: limits of the rules (default :class:`Thresholds`).
         weight_layers: weight matrices first to output; default from the model (parameters with >= 2 dims,
             in ``named_parameters`` order), the run summary, or grads named ``weight*`` in recorded order.
+        structure: the model's wiring from ``gradprobe.structure.model_structure`` (default: the run
+            summary's ``structure`` or a probe's ``structure`` attribute); with it, residual streams,
+            normalisation layers and tied weights are judged as ``diagnose.residual`` describes.
 
     Returns:
         The :class:`Diagnosis`; ``.verdict`` is the most severe layer verdict.
@@ -160,14 +183,16 @@ def diagnose(source: Any, thresholds: Thresholds | None = None, *,
     """
     t = thresholds or Thresholds()
     frames = _frames(source, weight_layers)
+    frames = residual.with_structure(frames, residual.structure_of(source, frames, structure))
     findings = [f for rule in RULES for f in rule.check(frames, t)]
     if not frames.weight_layers and not findings:
         raise GradprobeError("source: no gradient statistics of weight matrices were recorded; record at "
                              "least one optimizer step with the probe's params covering the weights")
     _attribute(findings, {w: i for i, w in enumerate(frames.weight_layers)})
-    layers = _merge(findings, frames, t)
-    verdict = min((entry.verdict for entry in layers), key=severity, default=HEALTHY)
-    return Diagnosis(verdict, layers, _notes(frames, t))
+    frozen, order = _frozen(source, frames)
+    layers = _with_frozen(_merge(findings, frames, t), frozen, order)
+    verdict = min((e.verdict for e in layers if e.verdict != FROZEN), key=severity, default=HEALTHY)
+    return Diagnosis(verdict, layers, _notes(frames, t) + unstable.notes(frames))
 
 
 __all__ = ["RULES", "diagnose"]

@@ -44,6 +44,7 @@ class Frames:
         status: the run's status (``records.STATUSES``) or None for a live probe.
         first_nonfinite: ``{step, layer, tensor, kind}`` of the first NaN/Inf statistic, or None.
         summary: the run's summary (``steps``, ``last_batch_loss``, ...), empty for a probe.
+        structure: the model's wiring (``diagnose.residual.Structure``), or None for a plain stack.
     """
 
     series: dict[tuple[str, str, str, str], pd.Series]
@@ -52,6 +53,7 @@ class Frames:
     status: str | None = None
     first_nonfinite: dict[str, Any] | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    structure: Any = None  # residual.Structure; Any because residual imports this module
 
     def get(self, kind: str, stat: str, layer: str, tensor: str) -> pd.Series | None:
         """Values of one statistic by step, or None if it was not recorded."""
@@ -88,7 +90,8 @@ class Frames:
         """The module whose output feeds the output layer: its error is what the output layer sends back."""
         if not self.weight_layers:
             return None
-        last = module_of(self.weight_layers[-1])
+        # A tied output weight is named after its first user (the embedding); the structure knows the head.
+        last = getattr(self.structure, "output", None) or module_of(self.weight_layers[-1])
         if last not in self.modules:
             return None
         before = [m for m in self.modules[: self.modules.index(last)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gradprobe.diagnose import evidence as E
+from gradprobe.diagnose import residual
 from gradprobe.diagnose.thresholds import Thresholds
 from gradprobe.diagnose.verdicts import EXPLODING, LayerVerdict
 
@@ -10,17 +11,15 @@ _REMEDIES = [E.SMALLER_INIT, E.CLIP, E.NORM, E.LOWER_LR, E.DEPTH]
 
 
 def check(frames: E.Frames, thresholds: Thresholds) -> list[LayerVerdict]:
-    """Flag each hidden weight layer whose error ratio (grad ratio without delta records) is above the limit.
+    """Flag each hidden weight layer whose flow ratio is above the limit (``residual.measures`` says which ratios).
 
-    Requires: delta ``mean_abs`` of module outputs; grad ``mean_abs`` of the weights if no delta was recorded.
+    Requires: delta ``mean_abs`` of module outputs; grad ``mean_abs`` of the weights.
     """
     found = []
     for weight in frames.weight_layers[:-1]:
-        err, grad = E.flow(frames, weight, thresholds)
-        measure = E.flow_measure(frames, err, grad)
-        if measure is not None and measure.ratio > thresholds.exploding_ratio:
-            text, numbers = E.describe_flow(weight, err, grad)
-            found.append(LayerVerdict(weight, EXPLODING, text, list(_REMEDIES), numbers))
+        hit = residual.flagged(frames, weight, thresholds, EXPLODING)
+        if hit is not None:
+            found.append(LayerVerdict(weight, EXPLODING, hit[0], list(_REMEDIES), hit[1]))
     return found
 
 

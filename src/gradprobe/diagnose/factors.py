@@ -30,6 +30,9 @@ def factor_series(frame: pd.DataFrame, top: str, bottom: str, stat: str = R.MEAN
 def vanishing_factor(frame: pd.DataFrame, weight_layers: Sequence[str], tail: float = 0.1) -> float:
     """Mean |grad| of the last weight matrix over the first's, median over the last ``tail`` of recorded steps.
 
+    The gradients are those recorded (``records.GRAD``): of the data loss when the trainer adds an L2
+    term, the same gradient as CS231n's sum-of-magnitudes heuristic.
+
     Above 1 the gradient shrinks on its way to the input; NaN when fewer than two weight matrices
     were recorded.
     """

@@ -1,4 +1,10 @@
-"""Unstable: NaN/Inf in gradients, weights, activations or errors, or a run whose loss went non-finite."""
+"""Unstable: NaN/Inf entries in gradients, weights, activations or errors, or a run whose loss went non-finite.
+
+The evidence is the ``nonfinite`` count of entries, as in ``Probe.first_nonfinite``, never a statistic
+that is itself NaN/Inf: a float32 sum of huge but finite values overflows to Inf, and a zero-initialised
+bias has an infinite update ratio, yet neither tensor holds a NaN or Inf. Such statistics are left out
+of the verdict and named in a note.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +17,6 @@ from gradprobe.diagnose.verdicts import UNSTABLE, LayerVerdict
 
 _REMEDIES = [E.LOWER_LR, E.CLIP, E.DATA, E.STABLE_LOSS]
 LOSS_LAYER = "(loss)"  # the entry for a loss that went non-finite before any recorded statistic
-
-
-def _bad_steps(stat: str, values: np.ndarray) -> np.ndarray:
-    """Mask of steps with non-finite entries: a positive NaN/Inf count, or a statistic that is itself NaN/Inf."""
-    if stat == R.NONFINITE:
-        return values > 0
-    return ~np.isfinite(values)
 
 
 def _owner(frames: E.Frames, kind: str, layer: str, tensor: str) -> str:
@@ -36,33 +35,68 @@ def _owner(frames: E.Frames, kind: str, layer: str, tensor: str) -> str:
     return name if kind in (R.GRAD, R.WEIGHT) else layer
 
 
-def check(frames: E.Frames, thresholds: Thresholds) -> list[LayerVerdict]:
-    """One verdict per weight layer with non-finite records (plus ``(loss)`` for a diverged run without any).
+def _what(kind: str, layer: str, tensor: str) -> str:
+    return f"{layer}.{tensor}'s {kind}" if tensor != "output" else f"{layer}'s output {kind}"
 
-    Requires: ``nonfinite`` counts (or any statistic, which turns NaN/Inf with its tensor); the run status.
+
+def notes(frames: E.Frames) -> list[str]:
+    """Tensors whose statistics were NaN/Inf at steps where no entry was counted non-finite (not judged).
+
+    Requires: any statistic and, per tensor, its ``nonfinite`` count.
+    """
+    uncounted: dict[tuple[str, str, str], int] = {}
+    unchecked: set[tuple[str, str, str]] = set()
+    for (kind, stat, layer, tensor), series in frames.series.items():
+        if stat in (R.NONFINITE, R.UPDATE_RATIO):  # update ratio: infinite for a zero-initialised bias
+            continue
+        bad = series.index[~np.isfinite(series.to_numpy())]
+        if len(bad) == 0:
+            continue
+        counts = frames.get(kind, R.NONFINITE, layer, tensor)
+        if counts is None:
+            unchecked.add((kind, layer, tensor))
+            continue
+        clean = [s for s in bad if s in counts.index and counts[s] == 0]
+        if clean:
+            uncounted[(kind, layer, tensor)] = max(uncounted.get((kind, layer, tensor), 0), len(clean))
+    out = []
+    if uncounted:
+        items = ", ".join(f"{_what(*key)} ({n} steps)" for key, n in uncounted.items())
+        out.append(f"not unstable: statistics of {items} were NaN/Inf although the tensor held no NaN/Inf entry "
+                   "(e.g. a float32 sum of huge finite values overflowing); left out as missing")
+    counted = any(stat == R.NONFINITE and (series > 0).any() for (_, stat, _, _), series in frames.series.items())
+    if unchecked and not counted and frames.status != R.DIVERGED:  # otherwise already unstable: no news
+        items = ", ".join(_what(*key) for key in sorted(unchecked))
+        out.append(f"statistics of {items} were NaN/Inf but no nonfinite count was recorded for them, so they "
+                   "were not judged; record the 'nonfinite' statistic to check them")
+    return out
+
+
+def check(frames: E.Frames, thresholds: Thresholds) -> list[LayerVerdict]:
+    """One verdict per weight layer with non-finite entries (plus ``(loss)`` for a diverged run without any).
+
+    Requires: ``nonfinite`` counts; the run status and summary (``steps``, ``last_batch_loss``).
     """
     first: dict[str, tuple[int, str]] = {}
     steps: dict[str, set[int]] = {}
     for (kind, stat, layer, tensor), series in frames.series.items():
-        if stat == R.UPDATE_RATIO:  # infinite for a zero-initialised bias: not a blow-up
+        if stat != R.NONFINITE:
             continue
-        bad = series.index[_bad_steps(stat, series.to_numpy())]
+        bad = series.index[series.to_numpy() > 0]
         if len(bad) == 0:
             continue
         owner = _owner(frames, kind, layer, tensor)
-        what = f"{layer}.{tensor}'s {kind}" if tensor != "output" else f"{layer}'s output {kind}"
         step = int(bad.min())
         if owner not in first or step < first[owner][0]:
-            first[owner] = (step, what)
+            first[owner] = (step, _what(kind, layer, tensor))
         steps.setdefault(owner, set()).update(int(s) for s in bad)
-    diverged = frames.status == R.DIVERGED
     found = []
     for owner, (step, what) in sorted(first.items(), key=lambda kv: kv[1][0]):
         text = (f"non-finite values (NaN/Inf) from step {step}, first in {what}; "
                 f"in {len(steps[owner])} recorded steps")
         found.append(LayerVerdict(owner, UNSTABLE, text, list(_REMEDIES),
                                   {"first_step": step, "nonfinite_steps": len(steps[owner])}))
-    if diverged:
+    if frames.status == R.DIVERGED:
         ran = frames.summary.get("steps")
         where = frames.first_nonfinite
         if found:
@@ -78,4 +112,4 @@ def check(frames: E.Frames, thresholds: Thresholds) -> list[LayerVerdict]:
     return found
 
 
-__all__ = ["LOSS_LAYER", "check"]
+__all__ = ["LOSS_LAYER", "check", "notes"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gradprobe import records as R
 from gradprobe.diagnose import evidence as E
+from gradprobe.diagnose import residual
 from gradprobe.diagnose.thresholds import Thresholds
 from gradprobe.diagnose.verdicts import VANISHING, LayerVerdict
 
@@ -19,17 +20,15 @@ def _remedies(frames: E.Frames, weight: str) -> list[str]:
 
 
 def check(frames: E.Frames, thresholds: Thresholds) -> list[LayerVerdict]:
-    """Flag each hidden weight layer whose error ratio (grad ratio without delta records) is below the limit.
+    """Flag each hidden weight layer whose flow ratio is below the limit (``residual.measures`` says which ratios).
 
-    Requires: delta ``mean_abs`` of module outputs; grad ``mean_abs`` of the weights if no delta was recorded.
+    Requires: delta ``mean_abs`` of module outputs; grad ``mean_abs`` of the weights.
     """
     found = []
     for weight in frames.weight_layers[:-1]:
-        err, grad = E.flow(frames, weight, thresholds)
-        measure = E.flow_measure(frames, err, grad)
-        if measure is not None and measure.ratio < thresholds.vanishing_ratio:
-            text, numbers = E.describe_flow(weight, err, grad)
-            found.append(LayerVerdict(weight, VANISHING, text, _remedies(frames, weight), numbers))
+        hit = residual.flagged(frames, weight, thresholds, VANISHING)
+        if hit is not None:
+            found.append(LayerVerdict(weight, VANISHING, hit[0], _remedies(frames, weight), hit[1]))
     return found
 
 

@@ -13,13 +13,15 @@ DEAD: Final = "dead"
 SATURATED: Final = "saturated"
 STALLED: Final = "stalled"
 UNSTABLE: Final = "unstable"
+FROZEN: Final = "frozen"  # requires_grad is False: not trained, so nothing to judge
 
 # Most severe first. Non-finite values end training; exploding gradients come next because they
 # soon become non-finite; vanishing gradients stop learning in whole layers; dead and saturated
-# units take part of a layer's width; a stalled layer is one layer that does not move.
-PRECEDENCE: Final = (UNSTABLE, EXPLODING, VANISHING, DEAD, SATURATED, STALLED, HEALTHY)
+# units take part of a layer's width; a stalled layer is one layer that does not move. A frozen
+# layer is listed last: freezing is a choice, so it never makes the overall verdict worse than healthy.
+PRECEDENCE: Final = (UNSTABLE, EXPLODING, VANISHING, DEAD, SATURATED, STALLED, HEALTHY, FROZEN)
 
-Verdict = Literal["unstable", "exploding", "vanishing", "dead", "saturated", "stalled", "healthy"]
+Verdict = Literal["unstable", "exploding", "vanishing", "dead", "saturated", "stalled", "healthy", "frozen"]
 
 
 def severity(verdict: str) -> int:
@@ -88,5 +90,5 @@ class Diagnosis:
         return "\n".join(lines)
 
 
-__all__ = ["DEAD", "EXPLODING", "HEALTHY", "PRECEDENCE", "SATURATED", "STALLED", "UNSTABLE", "VANISHING",
+__all__ = ["DEAD", "EXPLODING", "FROZEN", "HEALTHY", "PRECEDENCE", "SATURATED", "STALLED", "UNSTABLE", "VANISHING",
            "Diagnosis", "LayerVerdict", "Verdict", "severity"]

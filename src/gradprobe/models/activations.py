@@ -15,10 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gradprobe.quantities.activation_stats import FAMILIES, Family
+
 from ..errors import GradprobeError
 from .spec import bad_arg_error, check_arity, format_spec, parse_spec, unknown_name_error
 
-__all__ = ["ACTIVATIONS", "ActivationSpec", "Maxout", "activation_spec"]
+__all__ = ["ACTIVATIONS", "ActivationSpec", "Erf", "Maxout", "activation_spec"]
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
@@ -72,6 +74,18 @@ class Maxout(nn.Module):
         return f"k={self.k}"
 
 
+class Erf(nn.Module):
+    """The error function ``x -> erf(x)``, bounded in (-1, 1): the activation of the mean-field literature."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply erf elementwise (same shape)."""
+        return torch.erf(x)
+
+
+# The probe's saturation statistics apply to erf as to tanh: bounded, asymptotes -1 and 1.
+FAMILIES[Erf] = Family(bounds=(-1.0, 1.0))
+
+
 def _ones(x: Tensor) -> Tensor:
     return torch.ones_like(x)
 
@@ -84,6 +98,10 @@ def _d_sigmoid(x: Tensor) -> Tensor:
 def _d_tanh(x: Tensor) -> Tensor:
     t = torch.tanh(x)
     return 1 - t * t
+
+
+def _d_erf(x: Tensor) -> Tensor:
+    return (2 / math.sqrt(math.pi)) * torch.exp(-x * x)  # torch.erf's autograd formula
 
 
 def _d_relu(x: Tensor) -> Tensor:
@@ -166,6 +184,7 @@ _ENTRIES: dict[str, _Entry] = {
     "silu": _Entry(nn.SiLU, F.silu, _d_silu),
     "softplus": _Entry(nn.Softplus, F.softplus, _d_softplus),
     "hard_sigmoid": _Entry(nn.Hardsigmoid, F.hardsigmoid, _d_hard_sigmoid),
+    "erf": _Entry(Erf, torch.erf, _d_erf),
     "linear": _Entry(nn.Identity, torch.clone, _ones),
     "maxout": _Entry(
         lambda k: Maxout(int(k)), None, None,

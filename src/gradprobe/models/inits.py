@@ -2,6 +2,8 @@
 
 ``weight_variance`` lets theory code compute ``sigma_w^2 = fan_in * Var(W_ij)`` without sampling.
 Weights are ``(fan_out, fan_in)`` as in ``nn.Linear``; ``he_*`` and ``lecun_*`` use fan_in.
+``cs231n:STD`` is ``STD * np.random.randn(fan_in, fan_out)`` transposed, drawn from a NumPy legacy
+stream (``np.random.RandomState``) the caller positions, as the CS231n notebooks initialise.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -53,6 +56,18 @@ def _no_args(args: _Args, text: str, field: str) -> _Args:
     return ()
 
 
+def _std_args(args: _Args, text: str, field: str) -> _Args:
+    if args[0] <= 0:
+        raise bad_arg_error(field, text, f"STD={args[0]:g}", "STD > 0, e.g. cs231n:0.1")
+    return (args[0],)
+
+
+def _no_torch_generator(w: Tensor, a: _Args, g: torch.Generator | None) -> None:
+    raise GradprobeError(
+        "model.init: 'cs231n' draws from NumPy's legacy stream, not a torch generator; "
+        "build the model with train.setup.build_model (or pass stream= to InitSpec.apply)")
+
+
 @dataclass(frozen=True)
 class _Entry:
     """Accepted argument forms, canonicaliser, in-place init and Var(W_ij) of one initialiser."""
@@ -61,6 +76,7 @@ class _Entry:
     canonical: Callable[[_Args, str, str], _Args]
     apply: _Apply
     variance: Callable[[_Args, int, int], float]  # (args, fan_in, fan_out) -> Var(W_ij)
+    legacy: bool = False  # draws from a NumPy legacy stream (InitSpec.apply's ``stream``)
 
 
 _NONE: tuple[tuple[str, ...], ...] = ((),)
@@ -114,6 +130,10 @@ _ENTRIES: dict[str, _Entry] = {
         lambda w, a, g: _I.orthogonal_(w, a[0], generator=g),
         lambda a, fi, fo: a[0] ** 2 / max(fi, fo),
     ),
+    # CS231n: W = STD * randn(fan_in, fan_out) from np.random's legacy stream; torch holds W.T
+    "cs231n": _Entry(
+        (("STD",),), _std_args, _no_torch_generator, lambda a, fi, fo: a[0] ** 2, legacy=True,
+    ),
 }
 _ALIASES = {
     "xavier_uniform": "glorot_uniform",
@@ -137,7 +157,7 @@ def _canonical_args(name: str, args: _Args, text: str, field: str) -> _Args:
 
     Returns:
         Canonical arguments: ``(MEAN, STD)`` for normal, ``(LOW, HIGH)`` for uniform,
-        ``(GAIN,)`` for orthogonal, ``()`` otherwise.
+        ``(GAIN,)`` for orthogonal, ``(STD,)`` for cs231n, ``()`` otherwise.
 
     Raises:
         GradprobeError: On a wrong argument count or an out-of-range value.
@@ -170,15 +190,30 @@ class InitSpec:
         """Render the canonical spec string, e.g. ``normal:0:0.1``."""
         return format_spec(self.name, self.args)
 
-    def apply(self, weight: Tensor, generator: torch.Generator | None = None) -> None:
+    @property
+    def legacy(self) -> bool:
+        """Whether this init draws from a NumPy legacy stream (``cs231n``) instead of torch."""
+        return _ENTRIES[self.name].legacy
+
+    def apply(self, weight: Tensor, generator: torch.Generator | None = None,
+              stream: np.random.RandomState | None = None) -> None:
         """Initialise a weight in place (under ``no_grad``).
 
         Args:
             weight: Weight of shape ``(fan_out, fan_in)``; fan-based inits need >= 2 dims.
             generator: Source of randomness; None uses torch's global generator.
+            stream: NumPy legacy stream a ``legacy`` init draws ``fan_in * fan_out`` normals from.
+
+        Raises:
+            GradprobeError: A legacy init without a ``stream``.
         """
         with torch.no_grad():
-            _ENTRIES[self.name].apply(weight, self.args, generator)
+            if self.legacy and stream is not None:
+                fan_out, fan_in = weight.shape
+                drawn = self.args[0] * stream.randn(fan_in, fan_out)  # (fan_in, fan_out)
+                weight.copy_(torch.from_numpy(drawn.T))
+            else:
+                _ENTRIES[self.name].apply(weight, self.args, generator)
 
     def weight_variance(self, fan_in: int, fan_out: int) -> float:
         """Variance of one weight entry, ``Var(W_ij)``, for a ``(fan_out, fan_in)`` matrix.

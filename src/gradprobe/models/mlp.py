@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -44,6 +45,8 @@ class MLP(nn.Module):
         out_features: int,
         cfg: ModelConfig,
         generator: torch.Generator | None = None,
+        stream: np.random.RandomState | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         """Build and initialise the layers; deterministic given the generator's seed.
 
@@ -53,6 +56,8 @@ class MLP(nn.Module):
             cfg: Architecture, activation and init specs.
             generator: Source of randomness, e.g. ``torch.Generator().manual_seed(0)``; None
                 uses torch's global generator.
+            stream: NumPy legacy stream for ``cs231n`` inits, consumed layer by layer.
+            dtype: Parameter dtype; weights are drawn in it (float64 keeps a NumPy draw exact).
 
         Raises:
             GradprobeError: If a size is not a positive integer or a spec string is invalid.
@@ -69,19 +74,21 @@ class MLP(nn.Module):
         fan_in = in_features
         for width in self.widths:
             # skip_init builds on the meta device: no global RNG is consumed, _initialise sets all
-            layers.append(nn.utils.skip_init(nn.Linear, fan_in, width * multiplier))
+            layers.append(nn.utils.skip_init(nn.Linear, fan_in, width * multiplier, dtype=dtype))
             layers.append(self.activation.module())
             fan_in = width
-        layers.append(nn.utils.skip_init(nn.Linear, fan_in, out_features))
+        layers.append(nn.utils.skip_init(nn.Linear, fan_in, out_features, dtype=dtype))
         self.layers = nn.Sequential(*layers)
-        self._initialise(cfg, generator)
+        self._initialise(cfg, generator, stream)
 
-    def _initialise(self, cfg: ModelConfig, generator: torch.Generator | None) -> None:
+    def _initialise(self, cfg: ModelConfig, generator: torch.Generator | None,
+                    stream: np.random.RandomState | None) -> None:
         """Apply the init to every weight (output_init to the last) and bias_init to every bias.
 
         Args:
             cfg: Supplies init, output_init and bias_init.
             generator: Source of randomness, consumed layer by layer from the first.
+            stream: NumPy legacy stream of ``cs231n`` inits, consumed layer by layer from the first.
         """
         hidden_init = init_spec(cfg.init)
         output_init = hidden_init
@@ -90,7 +97,7 @@ class MLP(nn.Module):
         names = self.weight_layers()
         for name in names:
             spec = output_init if name == names[-1] else hidden_init
-            spec.apply(self.get_parameter(name), generator)
+            spec.apply(self.get_parameter(name), generator, stream)
             with torch.no_grad():
                 self.get_parameter(name.removesuffix("weight") + "bias").fill_(cfg.bias_init)
         _LOG.debug(
@@ -132,6 +139,8 @@ def build_mlp(
     out_features: int,
     cfg: ModelConfig,
     generator: torch.Generator | None = None,
+    stream: np.random.RandomState | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> MLP:
     """Build and initialise an MLP from a config; deterministic given the generator's seed.
 
@@ -141,11 +150,13 @@ def build_mlp(
         cfg: Architecture, activation and init specs.
         generator: Source of randomness, e.g. ``torch.Generator().manual_seed(0)``; None uses
             torch's global generator.
+        stream: NumPy legacy stream that ``cs231n`` inits draw from, layer by layer.
+        dtype: Parameter dtype.
 
     Returns:
-        The initialised MLP (float32, CPU), layers ``Linear, act, ..., Linear``.
+        The initialised MLP (``dtype``, CPU), layers ``Linear, act, ..., Linear``.
 
     Raises:
         GradprobeError: If a size is not a positive integer or a spec string is invalid.
     """
-    return MLP(in_features, out_features, cfg, generator)
+    return MLP(in_features, out_features, cfg, generator, stream, dtype)

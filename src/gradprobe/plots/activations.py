@@ -36,7 +36,7 @@ def activation_curves(curves: Sequence[Curve]) -> Figure:
     Requires: arrays from ``gradprobe.models.curves.activation_curve`` (no records).
 
     Args:
-        curves: dicts with ``spec``, ``at``, ``x``, ``f``, ``df``, ``tangent``.
+        curves: dicts with ``spec``, ``at``, ``x``, ``f``, ``df``, ``tangent`` (over ``tangent_x``, else ``x``).
 
     Returns:
         Figure with rows = activations, columns = phi(x) with tangent, phi'(x).
@@ -52,7 +52,7 @@ def activation_curves(curves: Sequence[Curve]) -> Figure:
         fa = float(np.interp(at, x, curve["f"]))
         slope = float(np.interp(at, x, curve["df"]))
         f_ax.plot(x, curve["f"], color=colors[name], linewidth=2, label=f"{name}(x)")
-        f_ax.plot(x, curve["tangent"], color="black", linestyle="--", linewidth=1,
+        f_ax.plot(curve.get("tangent_x", x), curve["tangent"], color="black", linestyle="--", linewidth=1,
                   label=f"tangent at x={at:g} (slope {slope:.3g})")
         f_ax.plot([at], [fa], "o", color="black")
         f_ax.set_ylim(*_padded(np.asarray(curve["f"])))

@@ -32,11 +32,12 @@ from gradprobe.store.reader import Run
 
 __all__ = ["STAT_LABELS", "experiment_title", "grad_over_time", "loss_accuracy", "spans_decades"]
 
+# L is the data loss: the trainer records the gradient before adding the L2 term (records.GRAD).
 STAT_LABELS = {
-    R.MEAN_ABS: "mean |dL/dW|",
-    R.NORM: "||dL/dW||",
-    R.SUM_ABS_PER_SHAPE: "sum |dL/dW| / sum(shape)",
-    R.MAX_ABS: "max |dL/dW|",
+    R.MEAN_ABS: "mean |dL_data/dW|",
+    R.NORM: "||dL_data/dW||",
+    R.SUM_ABS_PER_SHAPE: "sum |dL_data/dW| / sum(shape)",
+    R.MAX_ABS: "max |dL_data/dW|",
 }
 _SPLIT_STYLE = {R.TRAIN: "-", R.TEST: "--"}
 

@@ -97,7 +97,7 @@ def weight_stats(runs: Sequence[Run]) -> Figure:
         for ax, stat, what in zip(row, (R.MEAN, R.STD), ("mean", "std")):
             sel = table[(table["arm"] == arm) & (table["stat"] == stat)]
             _layer_lines(ax, sel, layers, shades, scale)
-            ax.set_ylabel(f"weight {what}")
+            ax.set_ylabel(f"weight {what}" + (", ddof 1" if stat == R.STD else ""))
             ax.set_title(f"arm: {arm}: weight {what}", color=colors[arm], fontsize="medium")
             ax.grid(alpha=0.3)
     for ax in axes[-1]:
@@ -131,10 +131,10 @@ def grad_mean_std_loss(runs: Sequence[Run]) -> Figure:
         own = table[table["arm"] == arm]
         _layer_lines(mean_ax, own[own["stat"] == R.MEAN], layers, shades, scale)
         mean_ax.axhline(0.0, color="black", linewidth=0.6)
-        mean_ax.set_ylabel("mean dL/dW")
+        mean_ax.set_ylabel("mean dL_data/dW")
         _layer_lines(std_ax, own[own["stat"] == R.STD], layers, shades, scale, log=True)
         std_ax.set_yscale("log")
-        std_ax.set_ylabel("std dL/dW (log)")
+        std_ax.set_ylabel("std dL_data/dW, ddof 1 (log)")
         loss = metrics[(metrics["arm"] == arm) & (metrics["split"] == R.TRAIN)
                        & (metrics["metric"] == R.LOSS)]
         if not loss.empty:

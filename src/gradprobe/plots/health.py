@@ -18,7 +18,7 @@ from gradprobe.store.reader import Run
 __all__ = ["HEALTH_STYLES", "unit_health"]
 
 HEALTH_STYLES: dict[str, Literal["-", "--"]] = {R.DEAD_FRAC: "-", R.SATURATED_FRAC: "--"}
-_HEALTH_LABELS = {R.DEAD_FRAC: "dead (<= 0 for the whole batch)",
+_HEALTH_LABELS = {R.DEAD_FRAC: "dead (no gradient for the whole batch)",
                   R.SATURATED_FRAC: "saturated (within 1% of an asymptote)"}
 
 

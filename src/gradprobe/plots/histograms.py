@@ -20,7 +20,7 @@ __all__ = ["RIDGE_HEIGHT", "histogram_ridges", "pick_steps"]
 
 RIDGE_HEIGHT = 1.8  # a ridge's peak height, in units of the vertical gap between ridges
 _KINDS = (R.GRAD, R.WEIGHT, R.ACTIVATION, R.DELTA)
-_XLABEL = {R.GRAD: "dL/dW", R.WEIGHT: "W", R.ACTIVATION: "output", R.DELTA: "dL/d(output)"}
+_XLABEL = {R.GRAD: "dL_data/dW", R.WEIGHT: "W", R.ACTIVATION: "output", R.DELTA: "dL/d(output)"}
 
 
 def pick_steps(steps: Sequence[int], at_most: int) -> list[int]:

@@ -1,13 +1,14 @@
-"""Statistics of module outputs: mean, std, non-finite count, dead units and saturation.
+"""Statistics of module outputs: mean, std, non-finite count, dead units, saturation and negative inputs.
 
-Which output statistics apply depends on the module's activation family,
-looked up in a table keyed by module class (walking the MRO, so subclasses
-inherit their parent's family) rather than by ``isinstance`` chains.
+Which output statistics apply depends on the module's activation family, looked up in a table keyed
+by module class (walking the MRO, so subclasses inherit their parent's family) rather than by
+``isinstance`` chains. A unit is dead when the activation's local derivative is ~0 for every example:
+exactly 0 in ReLU-like flat regions, below :data:`DEAD_TOLERANCE` in the tails of smooth activations.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -17,50 +18,116 @@ from gradprobe import records as R
 from gradprobe.quantities.base import Inputs, Quantity
 from gradprobe.quantities.tensor_stats import finalize_moments, moments_for, tensor_moments
 
+DEAD_TOLERANCE = 1e-3  # |f'(x)| below this passes no useful gradient (the slopes of these activations peak near 1)
+
+
+@dataclass(frozen=True)
+class DeadRegion:
+    """Where the derivative is ~0: ``v <= below`` or ``v >= above`` (``<``/``>`` if strict), v the input or output."""
+
+    below: float | None = None
+    above: float | None = None
+    strict: bool = False  # Hardswish: autograd's slope at -3 is -0.5, only x < -3 is flat
+    on_output: bool = False  # test the output: the same set for ReLU/ReLU6/Hardtanh, and it survives in-place
+
 
 @dataclass(frozen=True)
 class Family:
-    """How an activation can fail: dead (ReLU family) or saturated (bounded, with asymptotes lo, hi)."""
+    """How an activation can fail: dead units (a flat region), saturation (asymptotes lo, hi), or neither.
 
-    dead: bool = False
+    ``smooth_from`` marks a smooth activation whose tail is flat to :data:`DEAD_TOLERANCE` left of
+    the threshold :func:`family_of` solves for, searching left from this point (|f'| grows towards it).
+    ``leaky`` units pass a gradient for negative inputs and are never dead; they record ``negative_frac``.
+    """
+
+    dead: DeadRegion | None = None
     bounds: tuple[float, float] | None = None
+    smooth_from: float | None = None
+    leaky: bool = False
 
 
-RELU_LIKE = Family(dead=True)
+RELU = Family(dead=DeadRegion(below=0.0, on_output=True))
+LEAKY = Family(leaky=True)
 FAMILIES: dict[type, Family] = {
-    nn.ReLU: RELU_LIKE,
-    nn.ReLU6: Family(dead=True, bounds=(0.0, 6.0)),
-    nn.LeakyReLU: RELU_LIKE,
-    nn.RReLU: RELU_LIKE,
-    nn.PReLU: RELU_LIKE,
-    nn.ELU: RELU_LIKE,
-    nn.CELU: RELU_LIKE,
-    nn.SELU: RELU_LIKE,
-    nn.GELU: RELU_LIKE,
-    nn.SiLU: RELU_LIKE,
-    nn.Mish: RELU_LIKE,
-    nn.Hardswish: RELU_LIKE,
+    nn.ReLU: RELU,
+    nn.ReLU6: Family(dead=DeadRegion(below=0.0, above=6.0, on_output=True), bounds=(0.0, 6.0)),
+    nn.LeakyReLU: LEAKY,
+    nn.RReLU: LEAKY,
+    nn.PReLU: LEAKY,
+    nn.ELU: Family(smooth_from=0.0),
+    nn.CELU: Family(smooth_from=0.0),
+    nn.SELU: Family(smooth_from=0.0),
+    nn.Softplus: Family(smooth_from=0.0),
+    nn.GELU: Family(smooth_from=-1.5),  # f' has its minimum at -sqrt(2)
+    nn.SiLU: Family(smooth_from=-2.5),  # minimum near -2.40
+    nn.Mish: Family(smooth_from=-2.5),  # minimum near -2.2
+    nn.Hardswish: Family(dead=DeadRegion(below=-3.0, strict=True)),
     nn.Sigmoid: Family(bounds=(0.0, 1.0)),
-    nn.Hardsigmoid: Family(bounds=(0.0, 1.0)),
+    nn.Hardsigmoid: Family(dead=DeadRegion(below=-3.0, above=3.0), bounds=(0.0, 1.0)),
     nn.Tanh: Family(bounds=(-1.0, 1.0)),
     nn.Softsign: Family(bounds=(-1.0, 1.0)),
-    nn.Hardtanh: Family(bounds=(-1.0, 1.0)),  # the module's own min_val/max_val win, see family_of
+    # The module's own min_val/max_val win, see family_of.
+    nn.Hardtanh: Family(dead=DeadRegion(below=-1.0, above=1.0, on_output=True), bounds=(-1.0, 1.0)),
 }
 
 
+def _slope(module: nn.Module, x: float) -> float:
+    """|f'(x)| of an elementwise module by autograd in float64 (``forward``, so no hooks fire)."""
+    t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(module.forward(t), t)
+    return abs(float(g))
+
+
+_THRESHOLDS: dict[tuple[type, str, float], float] = {}  # (class, extra_repr, start) -> threshold
+
+
+def _flat_below(module: nn.Module, start: float) -> float:
+    """The x left of ``start`` where |f'| falls to DEAD_TOLERANCE (bisection; cached per class and config)."""
+    key = (type(module), module.extra_repr(), start)
+    if key not in _THRESHOLDS:
+        lo, hi = -200.0, start
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if _slope(module, mid) < DEAD_TOLERANCE else (lo, mid)
+        _THRESHOLDS[key] = lo
+    return _THRESHOLDS[key]
+
+
 def family_of(module: nn.Module) -> Family | None:
-    """The activation family of ``module``'s class (or a base class), or None for non-activations."""
+    """The activation family of ``module``'s class (or a base class), resolved for its parameters; None if none."""
     family = next((FAMILIES[c] for c in type(module).__mro__ if c in FAMILIES), None)
+    if family is None:
+        return None
+    if getattr(module, "inplace", False) and (family.smooth_from is not None or (
+            family.dead is not None and not family.dead.on_output)):
+        family = replace(family, dead=None, smooth_from=None)  # the input the test needs is overwritten
+    if family.smooth_from is not None:
+        below = _flat_below(module, family.smooth_from)
+        family = replace(family, dead=DeadRegion(below=below, strict=True), smooth_from=None)
     lo, hi = getattr(module, "min_val", None), getattr(module, "max_val", None)
-    if family is not None and family.bounds is not None and isinstance(lo, float) and isinstance(hi, float):
-        return Family(dead=family.dead, bounds=(lo, hi))
+    if family.bounds is not None and isinstance(lo, float) and isinstance(hi, float):
+        dead = family.dead
+        if dead is not None and dead.on_output:
+            dead = replace(dead, below=lo, above=hi)
+        family = replace(family, dead=dead, bounds=(lo, hi))
     return family
 
 
-def dead_count(out: torch.Tensor) -> torch.Tensor:
-    """Number of units (features: all dims but the batch dim 0) that are <= 0 for every example."""
-    flat = out.detach().reshape(out.shape[0] if out.dim() > 1 else 1, -1)  # (B, units)
-    return (flat.amax(dim=0) <= 0).sum()
+def flat_mask(region: DeadRegion, source: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+    """Where the derivative is ~0, entry by entry (bool, ``out``'s shape); ``source`` is the input."""
+    v = (out if region.on_output or source is None else source).detach()
+    sides = []
+    if region.below is not None:
+        sides.append(v < region.below if region.strict else v <= region.below)
+    if region.above is not None:
+        sides.append(v > region.above if region.strict else v >= region.above)
+    return sides[0] | sides[1] if len(sides) == 2 else sides[0]
+
+
+def dead_units(region: DeadRegion, source: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+    """Per unit (all dims but the batch dim 0), whether its derivative is ~0 for every example: bool (units,)."""
+    mask = flat_mask(region, source, out)
+    return mask.reshape(out.shape[0] if out.dim() > 1 else 1, -1).all(dim=0)  # (units,)
 
 
 def saturated_count(out: torch.Tensor, bounds: tuple[float, float], tol: float) -> torch.Tensor:
@@ -71,58 +138,71 @@ def saturated_count(out: torch.Tensor, bounds: tuple[float, float], tol: float) 
     return ((x <= lo + margin) | (x >= hi - margin)).sum()
 
 
-def _units(out: torch.Tensor) -> int:
+def units_of(out: torch.Tensor) -> int:
+    """Units per example of a module output: all dims but the batch dim 0."""
     return out[0].numel() if out.dim() > 1 else out.numel()
 
 
 class ActivationStats(Quantity):
-    """Forward-output statistics of a module; dead/saturated only where its family has them."""
+    """Forward-output statistics of a module; dead/saturated/negative only where its family has them.
+
+    ``raw`` leaves the dead count out: it needs every call of the module in a step (a unit is dead
+    only if dead in all of them), so the probe ANDs the per-call :func:`dead_units` masks and inserts
+    the count at column :attr:`dead_column`.
+    """
 
     kind = R.ACTIVATION
-    available = (R.MEAN, R.STD, R.NORM, R.MEAN_ABS, R.MAX_ABS, R.NONFINITE, R.DEAD_FRAC, R.SATURATED_FRAC)
+    available = (R.MEAN, R.STD, R.NORM, R.MEAN_ABS, R.MAX_ABS, R.NONFINITE, R.DEAD_FRAC, R.SATURATED_FRAC,
+                 R.NEGATIVE_FRAC)
+    extras = (R.DEAD_FRAC, R.SATURATED_FRAC, R.NEGATIVE_FRAC)  # stats past the moments, in column order
 
     def __init__(self, stats: tuple[str, ...], saturation_tol: float = 0.01) -> None:
         super().__init__(stats)
         self.saturation_tol = saturation_tol
-        self._plain = tuple(s for s in self.stats if s not in (R.DEAD_FRAC, R.SATURATED_FRAC))
-        self._moments = moments_for(self._plain)
+        self._plain = tuple(s for s in self.stats if s not in self.extras)
+        self.moments = moments_for(self._plain)
+        self.dead_column = len(self.moments)
 
     def stats_for(self, inputs: Inputs) -> tuple[str, ...]:
         family = inputs.family if isinstance(inputs.family, Family) else None
-        extra = []
-        if family is not None and family.dead and R.DEAD_FRAC in self.stats:
-            extra.append(R.DEAD_FRAC)
-        if family is not None and family.bounds is not None and R.SATURATED_FRAC in self.stats:
-            extra.append(R.SATURATED_FRAC)
-        return self._plain + tuple(extra)
+        applies = {R.DEAD_FRAC: family is not None and family.dead is not None,
+                   R.SATURATED_FRAC: family is not None and family.bounds is not None,
+                   R.NEGATIVE_FRAC: family is not None and family.leaky}
+        return self._plain + tuple(s for s in self.extras if s in self.stats and applies[s])
+
+    def dead_mask(self, inputs: Inputs) -> torch.Tensor | None:
+        """The per-unit dead mask (units,) of one call, or None where dead_frac does not apply."""
+        family = inputs.family
+        if R.DEAD_FRAC not in self.stats_for(inputs) or not isinstance(family, Family) or family.dead is None:
+            return None
+        return dead_units(family.dead, inputs.source, inputs.value)
 
     def raw(self, inputs: Inputs) -> torch.Tensor:
-        stats, out = self.stats_for(inputs), inputs.value
-        parts = [tensor_moments(out, self._moments)] if self._moments else []
+        """Moments, then the saturated and negative counts where they apply (not the dead count)."""
+        stats, out, family = self.stats_for(inputs), inputs.value, inputs.family
+        parts = [tensor_moments(out, self.moments)] if self.moments else []
+        dtype = parts[0].dtype if parts else torch.float32
         counts = []
-        if R.DEAD_FRAC in stats:
-            counts.append(dead_count(out))
-        if R.SATURATED_FRAC in stats and isinstance(inputs.family, Family) and inputs.family.bounds is not None:
-            counts.append(saturated_count(out, inputs.family.bounds, self.saturation_tol))
+        if R.SATURATED_FRAC in stats and isinstance(family, Family) and family.bounds is not None:
+            counts.append(saturated_count(out, family.bounds, self.saturation_tol))
+        if R.NEGATIVE_FRAC in stats:
+            counts.append(((inputs.source if inputs.source is not None else out).detach() < 0).sum())
         if counts:
-            parts.append(torch.stack(counts).to(parts[0].dtype if parts else torch.float32))
-        return torch.cat(parts)
+            parts.append(torch.stack(counts).to(dtype))
+        return torch.cat(parts) if parts else torch.zeros(0)
 
     def meta(self, inputs: Inputs) -> tuple[float, ...]:
         out = inputs.value
-        return (float(out.numel()), float(sum(out.shape)), float(_units(out)))
+        return (float(out.numel()), float(sum(out.shape)), float(units_of(out)))
 
     def finalize(self, raw: np.ndarray, meta: np.ndarray, stats: tuple[str, ...]) -> np.ndarray:
-        k = len(self._moments)
-        plain = finalize_moments(raw[:, :k], self._moments, meta[:, 0], meta[:, 1], self._plain)
+        k = len(self.moments)
+        plain = finalize_moments(raw[:, :k], self.moments, meta[:, 0], meta[:, 1], self._plain)
         extra = []
-        col = k
-        if R.DEAD_FRAC in stats:
-            extra.append(raw[:, col] / meta[:, 2])
-            col += 1
-        if R.SATURATED_FRAC in stats:
-            extra.append(raw[:, col] / meta[:, 0])
+        for col, stat in enumerate((s for s in stats if s in self.extras), start=k):
+            extra.append(raw[:, col] / (meta[:, 2] if stat == R.DEAD_FRAC else meta[:, 0]))
         return np.column_stack([plain, *extra]) if extra else plain
 
 
-__all__ = ["FAMILIES", "ActivationStats", "Family", "dead_count", "family_of", "saturated_count"]
+__all__ = ["DEAD_TOLERANCE", "FAMILIES", "ActivationStats", "DeadRegion", "Family", "dead_units", "family_of",
+           "flat_mask", "saturated_count", "units_of"]

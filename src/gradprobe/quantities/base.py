@@ -23,6 +23,7 @@ class Inputs:
     value: torch.Tensor  # the tensor described: grad, weight, module output or delta
     previous: torch.Tensor | None = None  # the weight before this optimizer step
     family: object | None = None  # activation family of the module (see activation_stats)
+    source: torch.Tensor | None = None  # the module's input, where a derivative test needs it
 
 
 class Quantity(ABC):

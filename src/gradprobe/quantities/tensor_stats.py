@@ -1,10 +1,15 @@
 """Summary statistics of a tensor (gradients, weights, deltas, outputs) from a handful of reductions.
 
 On the device each tensor costs a few reductions: ``sum x``, ``sum |x|``, ``max |x|``, the centred
-sum of squares ``sum (x - mean)^2`` (two-pass, so ``std`` stays exact when ``|mean| >> std``), the
-non-zero count and the non-finite count. Measured on CPU, ``torch.isfinite(x).sum()`` costs more than
-all the others together, so on CPU (where reading a scalar is free) non-finite entries are only
-counted when ``sum x`` is itself non-finite, which is exactly when there are any.
+norm ``||x - mean||`` (two-pass, so ``std`` stays exact when ``|mean| >> std``; kept as a norm, not
+its square, so that it cannot overflow where the statistics do not), the non-zero count and the
+non-finite count. Finite tensors never give non-finite statistics: where a float32 reduction of
+large finite values overflows (squares above ~1e19, sums near float32's max), the reductions are
+redone on ``x / max|x|`` and the scale is multiplied back in float64. On CPU that happens only when a
+reduction came out non-finite (reading it is free there); on accelerators, where reading it would be a
+host sync, always. Measured on CPU, ``torch.isfinite(x).sum()`` costs more than all the other
+reductions together, so there non-finite entries are only counted when a reduction is non-finite,
+which any NaN/Inf entry makes it; the count is exact either way.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ from gradprobe import records as R
 from gradprobe.quantities.base import Inputs, Quantity
 
 # Raw reductions, in the order they are stacked.
-SUM, SUM_ABS, SUM_SQ_DEV, MAX_ABS, NONZERO, NONFINITE = "sum", "sum_abs", "ssd", "max_abs", "nonzero", "nonfinite"
+SUM, SUM_ABS, ROOT_SSD, MAX_ABS, NONZERO, NONFINITE = "sum", "sum_abs", "root_ssd", "max_abs", "nonzero", "nonfinite"
 _NEEDS = {
-    R.MEAN: (SUM,), R.MEAN_ABS: (SUM_ABS,), R.SUM_ABS_PER_SHAPE: (SUM_ABS,), R.STD: (SUM, SUM_SQ_DEV),
-    R.NORM: (SUM, SUM_SQ_DEV), R.MAX_ABS: (MAX_ABS,), R.ZERO_FRAC: (NONZERO,), R.NONFINITE: (SUM, NONFINITE),
+    R.MEAN: (SUM,), R.MEAN_ABS: (SUM_ABS,), R.SUM_ABS_PER_SHAPE: (SUM_ABS,), R.STD: (SUM, ROOT_SSD),
+    R.NORM: (SUM, ROOT_SSD), R.MAX_ABS: (MAX_ABS,), R.ZERO_FRAC: (NONZERO,), R.NONFINITE: (SUM, NONFINITE),
 }
-_ORDER = (SUM, SUM_ABS, SUM_SQ_DEV, MAX_ABS, NONZERO, NONFINITE)
+_ORDER = (SUM, SUM_ABS, ROOT_SSD, MAX_ABS, NONZERO, NONFINITE)
+LINEAR = frozenset((SUM, SUM_ABS, ROOT_SSD, MAX_ABS))  # reductions that scale like x (the rest are counts)
 
 
 def moments_for(stats: tuple[str, ...]) -> tuple[str, ...]:
@@ -30,31 +36,81 @@ def moments_for(stats: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(m for m in _ORDER if m in needed)
 
 
-def tensor_moments(x: torch.Tensor, moments: tuple[str, ...]) -> torch.Tensor:
-    """Stack the requested raw reductions of ``x``; shape ``(len(moments),)``, on ``x``'s device."""
-    # No reshape: Linear weight gradients are often transposed views, and flattening copies them.
-    x = x.detach()
-    x = x if x.dtype in (torch.float32, torch.float64) else x.float()  # half precision loses small stats
-    parts: list[torch.Tensor] = []
+def _reduce(x: torch.Tensor, moments: tuple[str, ...]) -> list[torch.Tensor]:
+    """The reductions of ``x`` in ``moments`` (which holds no non-finite count), in ``x``'s dtype."""
     total = x.sum() if SUM in moments else None
     ax = x.abs() if SUM_ABS in moments or MAX_ABS in moments else None
+    parts: list[torch.Tensor] = []
     for m in moments:
         if m == SUM:
             parts.append(total)  # type: ignore[arg-type]
         elif m == SUM_ABS:
             parts.append(ax.sum())  # type: ignore[union-attr]
-        elif m == SUM_SQ_DEV:
+        elif m == ROOT_SSD:
             dev = (x - total / x.numel()).reshape(-1)  # type: ignore[operator]  # fresh, contiguous: a view
-            parts.append(torch.dot(dev, dev))
+            parts.append(torch.linalg.vector_norm(dev))
         elif m == MAX_ABS:
             parts.append(ax.amax())  # type: ignore[union-attr]
-        elif m == NONZERO:
+        else:  # NONZERO
             parts.append(torch.count_nonzero(x).to(x.dtype))
-        elif x.device.type == "cpu" and bool(torch.isfinite(total)):  # type: ignore[arg-type]
-            parts.append(torch.zeros((), dtype=x.dtype))
-        else:
-            parts.append(torch.count_nonzero(x - x).to(x.dtype))  # x - x is NaN exactly where x is not finite
-    return torch.stack(parts)
+    return parts
+
+
+def _scaled(x: torch.Tensor, moments: tuple[str, ...]) -> torch.Tensor:
+    """Reductions of ``x`` computed on ``x / max|x|`` (no overflow), in float64 (float32 on MPS), no count."""
+    peak = x.abs().amax()
+    scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
+    acc = torch.float32 if x.device.type == "mps" else torch.float64  # MPS has no float64
+    if not moments:
+        return x.new_zeros(0, dtype=acc)
+    raw = torch.stack(_reduce(x / scale, moments)).to(acc)  # (len(moments),)
+    linear = torch.tensor([m in LINEAR for m in moments], device=x.device)
+    return torch.where(linear, raw * scale.to(acc), raw)
+
+
+def tensor_moments(x: torch.Tensor, moments: tuple[str, ...]) -> torch.Tensor:
+    """Stack the requested raw reductions of ``x``; shape ``(len(moments),)``, on ``x``'s device.
+
+    float32 for a float32 tensor on CPU unless a reduction overflowed, float64 otherwise (see the module doc).
+    """
+    # No reshape: Linear weight gradients are often transposed views, and flattening copies them.
+    x = x.detach()
+    x = x if x.dtype in (torch.float32, torch.float64) else x.float()  # half precision loses small stats
+    plain = tuple(m for m in moments if m != NONFINITE)
+    if x.device.type != "cpu":
+        raw = _scaled(x, plain)
+        if NONFINITE in moments:  # x - x is NaN exactly where x is not finite
+            raw = torch.cat([raw, torch.count_nonzero(x - x).to(raw.dtype)[None]])
+        return raw
+    raw = torch.stack(_reduce(x, plain)) if plain else x.new_zeros(0)
+    count = None
+    if not bool(torch.isfinite(raw).all()):
+        count = torch.count_nonzero(x - x)
+        if not bool(count):  # finite entries, overflowing reductions
+            raw = _scaled(x, plain)
+    if NONFINITE in moments:
+        raw = torch.cat([raw, (count if count is not None else torch.zeros((), dtype=torch.long)).to(raw.dtype)[None]])
+    return raw
+
+
+def merge_moments(rows: torch.Tensor, numel: list[float], moments: tuple[str, ...]) -> torch.Tensor:
+    """Raw reductions of the concatenation of several tensors from theirs: ``rows`` (C, k) -> (k,).
+
+    Sums and counts add (also any columns after ``moments``), ``max |x|`` takes the max, and the
+    centred norm combines the per-tensor sums of squared deviations with the spread of their means
+    (Chan et al.'s pairwise formula, for C parts at once). Computed in float64 (float32 on MPS).
+    """
+    acc = torch.float32 if rows.device.type == "mps" else torch.float64
+    rows = rows.to(acc)
+    merged = rows.sum(0)  # (k,): right for sums and counts
+    if MAX_ABS in moments:
+        merged[moments.index(MAX_ABS)] = rows[:, moments.index(MAX_ABS)].amax()
+    if ROOT_SSD in moments:
+        n = torch.tensor(numel, dtype=acc, device=rows.device)  # (C,)
+        sums = rows[:, moments.index(SUM)]
+        between = (n * (sums / n - sums.sum() / n.sum()) ** 2).sum()
+        merged[moments.index(ROOT_SSD)] = (rows[:, moments.index(ROOT_SSD)].square().sum() + between).sqrt()
+    return merged
 
 
 def finalize_moments(raw: np.ndarray, moments: tuple[str, ...], numel: np.ndarray, shape_sum: np.ndarray,
@@ -71,10 +127,10 @@ def finalize_moments(raw: np.ndarray, moments: tuple[str, ...], numel: np.ndarra
                 out[:, j] = col[SUM_ABS] / n
             elif stat == R.SUM_ABS_PER_SHAPE:
                 out[:, j] = col[SUM_ABS] / np.maximum(shape_sum, 1)
-            elif stat == R.STD:
-                out[:, j] = np.sqrt(col[SUM_SQ_DEV] / np.maximum(n - 1, 1))
+            elif stat == R.STD:  # unbiased (n - 1)
+                out[:, j] = col[ROOT_SSD] / np.sqrt(np.maximum(n - 1, 1))
             elif stat == R.NORM:
-                out[:, j] = np.sqrt(col[SUM_SQ_DEV] + col[SUM] ** 2 / n)  # sum x^2 = ssd + n mean^2
+                out[:, j] = np.hypot(col[ROOT_SSD], col[SUM] / np.sqrt(n))  # sum x^2 = ssd + n mean^2
             elif stat == R.MAX_ABS:
                 out[:, j] = col[MAX_ABS]
             elif stat == R.ZERO_FRAC:
@@ -111,4 +167,5 @@ class TensorStats(Quantity):
         return finalize_moments(raw, self.moments, meta[:, 0], meta[:, 1], stats)
 
 
-__all__ = ["TensorStats", "finalize_moments", "moments_for", "tensor_moments", "tensor_stats"]
+__all__ = ["LINEAR", "TensorStats", "finalize_moments", "merge_moments", "moments_for", "tensor_moments",
+           "tensor_stats"]

@@ -35,7 +35,8 @@ CAPTIONS: dict[str, str] = {
     "03-gradient-flow": "Mean |dL/dW| against depth at the start, middle and end of training: "
                         "a line falling towards the input is a vanishing gradient.",
     "04-grad-heatmap": "log10 mean |dL/dW| per layer and step, one colour scale for all arms.",
-    "05-grad-sum-abs-per-shape": "CS231n's magnitude heuristic sum|dL/dW| / sum(shape) per layer.",
+    "05-grad-sum-abs-per-shape": "CS231n's magnitude heuristic sum|dL/dW| / sum(shape) per layer, "
+                                 "of the data-loss gradient (before the L2 term), as CS231n records it.",
     "06-weight-stats": "Mean and standard deviation of each weight matrix over training.",
     "07-grad-mean-std-loss": "Gradient mean and std per layer beside the loss.",
     "08-unit-health": "Fraction of dead and saturated units per activation layer.",
@@ -187,7 +188,7 @@ def save_decay_figures(decay_cfg: DecayConfig, out_dir: Path,
             (checked before anything is written).
     """
     formats = _check_formats(formats)
-    curves = [activation_curve(a, decay_cfg.interval, tangent_at=decay_cfg.tangent_at)
+    curves = [activation_curve(a, decay_cfg.interval, decay_cfg.points, decay_cfg.tangent_at, decay_cfg.tangent_span)
               for a in decay_cfg.activations]
     chains = [{"activation": a, "x": x, "products": derivative_chain(a, x, decay_cfg.steps)}
               for a in decay_cfg.activations for x in decay_cfg.x]

@@ -1,10 +1,11 @@
-"""Read a sweep's runs back from the store and pool them over seeds: mean and 95% t-interval."""
+"""Read a sweep's runs back from the store and pool them over seeds: mean, 95% t-interval and verdict counts."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +14,10 @@ import pandas as pd
 from scipy import stats
 
 from gradprobe import records as R
-from gradprobe.store.reader import read_run_docs
+from gradprobe.diagnose.engine import diagnose
+from gradprobe.diagnose.verdicts import PRECEDENCE
+from gradprobe.errors import GradprobeError
+from gradprobe.store.reader import load_run, read_run_docs
 from gradprobe.sweep.grid import Sweep, config_hash
 
 #: Summary values pooled per grid point (log10_vanishing_factor is derived from vanishing_factor).
@@ -24,6 +28,7 @@ DONE = (R.FINISHED, R.DIVERGED)
 #: Resolved settings added to every row so figures can use them whether or not they were axes.
 EXTRA = ("model.activation", "model.init", "depth")
 CONFIDENCE = 0.95
+UNDIAGNOSED = "undiagnosed"  # a run without the statistics diagnose needs (e.g. recording off)
 
 
 def finished_index(store: str | os.PathLike[str] | None) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -48,13 +53,30 @@ def _number(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-def _row(run_id: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """Identity, resolved settings and metric values of one run."""
+def _verdict(run_id: str, store: str | os.PathLike[str] | None) -> str:
+    """The overall ``diagnose`` verdict of a stored run, or :data:`UNDIAGNOSED`."""
+    try:
+        return diagnose(load_run(run_id, store)).verdict
+    except GradprobeError:
+        return UNDIAGNOSED
+
+
+def verdict_counts(verdicts: Sequence[str] | pd.Series) -> str:
+    """``"healthy 5, dead 2, exploding 1"``: how many runs got each verdict, most frequent first."""
+    counts = Counter(verdicts)
+    # ties: the more severe first; undiagnosed last
+    rank = sorted(counts, key=lambda v: (-counts[v], PRECEDENCE.index(v) if v in PRECEDENCE else len(PRECEDENCE)))
+    return ", ".join(f"{v} {counts[v]}" for v in rank)
+
+
+def _row(run_id: str, doc: dict[str, Any], store: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """Identity, resolved settings, overall verdict and metric values of one run."""
     cfg, summary = doc["config"], doc.get("summary") or {}
     model = cfg.get("model") or {}
     depth = len(model["hidden"]) if model.get("hidden") else model.get("depth")
     row: dict[str, Any] = {"run_id": run_id, "arm": cfg.get("arm"), "seed": cfg.get("seed"),
-                           "status": doc.get("status"), "model.activation": model.get("activation"),
+                           "status": doc.get("status"), "verdict": _verdict(run_id, store),
+                           "model.activation": model.get("activation"),
                            "model.init": model.get("init"), "depth": depth}
     for name in METRICS[:-1]:
         row[name] = _number(summary.get(name))
@@ -67,18 +89,20 @@ def collect(sweep: Sweep, store: str | os.PathLike[str] | None) -> pd.DataFrame:
     """One row per configuration of ``sweep`` that has a completed run in the store.
 
     Returns:
-        Frame with run_id, arm, point, seed, status, one column per axis path, EXTRA, METRICS.
+        Frame with run_id, arm, point, seed, status, verdict (``diagnose``'s overall verdict), one column
+        per axis path, EXTRA, METRICS.
     """
     index = finished_index(store)
     rows = []
     for item in sweep.items:
         if item.config_hash in index:
-            row = _row(*index[item.config_hash])
+            row = _row(*index[item.config_hash], store)
             row["point"] = item.point
             row.update({path: _cell(value) for path, value in item.values.items()})
             rows.append(row)
     axes = [a.path for a in sweep.axes]
-    columns = ["run_id", "arm", "point", "seed", "status", *axes, *[c for c in EXTRA if c not in axes], *METRICS]
+    columns = ["run_id", "arm", "point", "seed", "status", "verdict", *axes, *[c for c in EXTRA if c not in axes],
+               *METRICS]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -107,11 +131,12 @@ def collect_by_id(sweep_id: str, store: str | os.PathLike[str] | None) -> pd.Dat
     axes = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flat}) > 1]
     rows = []
     for (run_id, doc), f in zip(docs, flat):
-        row = _row(run_id, doc)
+        row = _row(run_id, doc, store)
         row["point"] = ",".join(f"{k}={f.get(k)}" for k in axes)
         row.update({k: f.get(k) for k in axes})
         rows.append(row)
-    columns = ["run_id", "arm", "point", "seed", "status", *axes, *[c for c in EXTRA if c not in axes], *METRICS]
+    columns = ["run_id", "arm", "point", "seed", "status", "verdict", *axes, *[c for c in EXTRA if c not in axes],
+               *METRICS]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values(["arm", "point", "seed"], kind="stable", ignore_index=True)
 
@@ -140,23 +165,25 @@ def aggregate(runs: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFra
         by: grouping columns; default every column between ``status`` and the metrics.
 
     Returns:
-        One row per group in first-seen order: the group columns, ``n_runs``, ``n_diverged`` and per
+        One row per group in first-seen order: the group columns, ``n_runs``, ``n_diverged``, ``verdicts``
+        (:func:`verdict_counts` of the runs' overall verdicts) and per
         metric ``<m>_mean``, ``<m>_ci`` (95% half-width), ``<m>_n`` (finite values) and
         ``<m>_nonfinite`` (NaN, inf or missing, e.g. test accuracy without a test split).
     """
     if by is None:
         by = ["arm", "point"] + [c for c in runs.columns if c not in
-                                 ("run_id", "arm", "point", "seed", "status", *METRICS)]
+                                 ("run_id", "arm", "point", "seed", "status", "verdict", *METRICS)]
     rows = []
     for key, grp in runs.groupby(list(by), sort=False, dropna=False):
         row: dict[str, Any] = dict(zip(by, key if isinstance(key, tuple) else (key,)))
         row["n_runs"], row["n_diverged"] = len(grp), int((grp["status"] == R.DIVERGED).sum())
+        row["verdicts"] = verdict_counts(grp["verdict"])
         for name in METRICS:
             n, mean, half, bad = interval(grp[name].to_numpy())
             row.update({f"{name}_mean": mean, f"{name}_ci": half, f"{name}_n": n, f"{name}_nonfinite": bad})
         rows.append(row)
     stat_cols = [f"{m}_{s}" for m in METRICS for s in ("mean", "ci", "n", "nonfinite")]
-    return pd.DataFrame(rows, columns=[*by, "n_runs", "n_diverged", *stat_cols])
+    return pd.DataFrame(rows, columns=[*by, "n_runs", "n_diverged", "verdicts", *stat_cols])
 
 
 def aggregate_sweep(sweep: Sweep, store: str | os.PathLike[str] | None) -> pd.DataFrame:
@@ -164,5 +191,5 @@ def aggregate_sweep(sweep: Sweep, store: str | os.PathLike[str] | None) -> pd.Da
     return aggregate(collect(sweep, store))
 
 
-__all__ = ["CONFIDENCE", "DONE", "EXTRA", "METRICS", "aggregate", "aggregate_sweep", "collect",
-           "collect_by_id", "finished_index", "interval"]
+__all__ = ["CONFIDENCE", "DONE", "EXTRA", "METRICS", "UNDIAGNOSED", "aggregate", "aggregate_sweep", "collect",
+           "collect_by_id", "finished_index", "interval", "verdict_counts"]

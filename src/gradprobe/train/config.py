@@ -24,10 +24,14 @@ class OptimizerConfig(_Strict):
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False)  # learning rate (step size)
     momentum: float = Field(0.0, ge=0, lt=1)  # sgd and rmsprop
     betas: tuple[float, float] = (0.9, 0.999)  # adam
-    alpha: float = Field(0.99, gt=0, lt=1)  # rmsprop smoothing constant
-    eps: float = Field(1e-8, gt=0)
-    l2: float = Field(0.0, ge=0, allow_inf_nan=False)  # adds 0.5 * l2 * sum(W^2) over weight matrices to the loss
-    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)  # decoupled: w <- w - lr * wd * w each step
+    alpha: float = Field(0.99, gt=0, lt=1)  # rmsprop smoothing constant (Keras calls it rho, default 0.9)
+    eps: float = Field(1e-8, gt=0)  # torch's form: added to sqrt(v) (adam: to the bias-corrected sqrt)
+    # Adds 0.5 * l2 * sum(W^2) over weight matrices to the loss: the optimiser steps on the total
+    # gradient, while the recorded grad statistics are of the data loss alone (as CS231n records them).
+    l2: float = Field(0.0, ge=0, allow_inf_nan=False)
+    # Decoupled: w <- w - lr * wd * w at each optimiser step, after the probe's weight snapshot
+    # (so update_ratio includes it); Adam uses AdamW.
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
 
 
 class TrainConfig(_Strict):
@@ -44,6 +48,8 @@ class TrainConfig(_Strict):
     # torch intra-op threads while training. Small nets are bound by op dispatch, and with several
     # threads a busy second core slows them down 50x (measured); None keeps torch's default.
     threads: int | None = Field(1, ge=1)
+    # Parameters and inputs; float64 reproduces a NumPy (float64) reference run step for step.
+    dtype: Literal["float32", "float64"] = "float32"
 
     @model_validator(mode="after")
     def _one_length(self) -> TrainConfig:
@@ -101,6 +107,7 @@ class RunConfig(_Strict):
 
     experiment: str = "custom"
     arm: str = "default"
+    arm_index: int = Field(0, ge=0)  # position of the arm in the experiment (cs231n init draws after earlier arms)
     seed: int = Field(0, ge=0, lt=2**32)
     device: str = "cpu"
     data: DataConfig = DataConfig()
@@ -116,8 +123,10 @@ class DecayConfig(_Strict):
     activations: list[str] = ["sigmoid"]
     x: list[float] = [0.0]  # pre-activation values at which the chain is evaluated
     steps: int = Field(6, ge=1, le=1000)  # number of chained derivative factors
-    interval: tuple[float, float] = (-6.0, 6.0)  # plotting range of the activation curves
-    tangent_at: float = 1.0  # x of the tangent line drawn on the curve
+    interval: tuple[float, float] = (-5.0, 5.0)  # plotting range of the activation curves
+    points: int = Field(100, ge=2, le=100_000)  # grid points over the interval (np.linspace's count)
+    tangent_at: float = 0.0  # x of the tangent line drawn on the curve
+    tangent_span: float | None = Field(1.7, gt=0)  # the tangent is drawn over tangent_at +- span; None: whole interval
 
 
 class ExperimentConfig(_Strict):

@@ -31,7 +31,7 @@ from gradprobe.train.loop import Progress, RunResult
 from gradprobe.train.runner import prepare, run_one
 
 # Fields a member may change without changing any tensor shape or the training schedule.
-_FREE = ("experiment", "arm", "seed")
+_FREE = ("experiment", "arm", "arm_index", "seed")
 _FREE_MODEL = ("activation", "init", "output_init", "bias_init", "hidden", "depth", "width")
 
 

@@ -9,6 +9,7 @@ group mixing activations needs no concatenation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -18,6 +19,7 @@ from gradprobe.models.activations import ActivationSpec
 _A = torch.ops.aten
 _SELU = (1.6732632423543772848170429916717, 1.0507009873554804934193349852946)  # torch's alpha, scale
 _SOFTPLUS = (1.0, 20.0)  # nn.Softplus defaults: beta, threshold
+_ERF_SLOPE = 2 / math.sqrt(math.pi)  # erf'(0); erf'(z) = _ERF_SLOPE * exp(-z^2)
 
 Forward = Callable[[torch.Tensor, tuple[float, ...], torch.Tensor], object]
 Backward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, tuple[float, ...], torch.Tensor], object]
@@ -34,6 +36,7 @@ _FORWARD: dict[str, Forward] = {
     "silu": lambda z, a, out: _A.silu.out(z, out=out),
     "softplus": lambda z, a, out: _A.softplus.out(z, *_SOFTPLUS, out=out),
     "hard_sigmoid": lambda z, a, out: _A.hardsigmoid.out(z, out=out),
+    "erf": lambda z, a, out: _A.erf.out(z, out=out),
 }
 
 # dL/dz into out from dL/dh, z and h = phi(z), as autograd's backward node does: (dh, z, h, args, out)
@@ -48,6 +51,8 @@ _BACKWARD: dict[str, Backward] = {
     "silu": lambda dh, z, h, a, out: _A.silu_backward.grad_input(dh, z, grad_input=out),
     "softplus": lambda dh, z, h, a, out: _A.softplus_backward.grad_input(dh, z, *_SOFTPLUS, grad_input=out),
     "hard_sigmoid": lambda dh, z, h, a, out: _A.hardsigmoid_backward.grad_input(dh, z, grad_input=out),
+    # erf has no backward kernel: autograd's formula, 2/sqrt(pi) * exp(-z^2) * grad, in its order
+    "erf": lambda dh, z, h, a, out: torch.mul(torch.exp(-z.pow(2)).mul_(_ERF_SLOPE), dh, out=out),
 }
 # "linear" (nn.Identity) is left to the one-model loop: the probe records its deltas in another
 # order (the Identity's backward hook fires after the preceding Linear's), which rows here would not match.

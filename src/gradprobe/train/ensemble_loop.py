@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -23,7 +22,7 @@ from gradprobe.train.ensemble_optim import FlatOptimizer
 from gradprobe.train.ensemble_record import Recorder
 
 # The loop's example order and summary, so both engines agree by construction (private names there).
-from gradprobe.train.loop import Progress, RunResult, epoch_order, evaluation_at, run_summary
+from gradprobe.train.loop import Progress, RunResult, epoch_order, evaluation_at, frozen_layers, run_summary
 from gradprobe.train.predict import save_model
 
 log = logging.getLogger(__name__)
@@ -62,25 +61,25 @@ class EnsembleTrainer:
 
     def _labels(self, y: torch.Tensor) -> torch.Tensor:
         y = y.to(self.cfgs[0].device)
-        return y.to(torch.float32) if self.loss == "bce" else y
+        return y.to(setup.dtype_of(self.cfgs[0])) if self.loss == "bce" else y
 
     @torch.no_grad()
     def evaluate(self, flat: torch.Tensor, steps: list[int], epochs: list[int],
                  who: list[int]) -> list[dict[str, float]]:
         """Full-split loss and accuracy of the members ``who`` (rows of ``flat``), as ``Trainer.evaluate``."""
-        device = self.cfgs[0].device
+        device, dtype = self.cfgs[0].device, setup.dtype_of(self.cfgs[0])
         splits = [(R.TRAIN, self.data.x_train, self._y)]
         if self.data.x_test is not None and self.data.y_test is not None:
             splits.append((R.TEST, self.data.x_test, self._labels(self.data.y_test)))
         cols = [self.net.penalty(flat)]
         for _, x, y in splits:
-            logits = self.net.forward(flat, x.to(device)).z[-1]  # (M, N, out)
+            logits = self.net.forward(flat, x.to(device, dtype)).z[-1]  # (M, N, out)
             yy = y.expand(flat.shape[0], -1)
             cols += [self.net.data_loss(logits, yy), self.net.correct(logits, yy).to(flat.dtype)]
         table = torch.stack(cols, dim=1).tolist()  # one host transfer: (M, 1 + 2 * splits)
         out = []
         for m in who:
-            row, res, penalty = table[m], {}, float(np.float32(table[m][0]))
+            row, res, penalty = table[m], {}, table[m][0]
             rows = []
             for k, (split, _, y) in enumerate(splits):
                 loss, acc = row[1 + 2 * k] + penalty, int(row[2 + 2 * k]) / len(y)
@@ -147,7 +146,7 @@ class EnsembleTrainer:
     def train(self) -> list[float]:
         """The training steps; returns each member's last batch loss."""
         cfg, plan, net, rec = self.cfgs[0], self.plan, self.net, self.recorder
-        x_all, size = self.data.x_train.to(cfg.device), len(self.cfgs)
+        x_all, size = self.data.x_train.to(cfg.device, setup.dtype_of(cfg)), len(self.cfgs)
         batch = cfg.train.batch_size or len(self._y)
         eval_every = plan.cadence(cfg.train.eval_every)
         tick = max(1, plan.total_steps // 200)
@@ -156,7 +155,7 @@ class EnsembleTrainer:
         # hot-loop names bound once: each step is a few dozen tiny ops, so lookups show
         train_pass, optimizer, grad = net.train_pass, self.optimizer, net.grad
         every, hist_every = rec.every, rec.hist_every
-        decay = cfg.optimizer.weight_decay > 0
+        decay, l2 = cfg.optimizer.weight_decay > 0, cfg.optimizer.l2 > 0
         chunk = max(_CHUNK, _CHUNK_VALUES // max(1, size * rec.row_width))
         while step < plan.total_steps and self._active():
             epoch, offset = divmod(step, plan.steps_per_epoch)
@@ -169,13 +168,15 @@ class EnsembleTrainer:
                     idx = orders[:, sl]
                     xb, yb = xs[idx], ys[idx]
                 p = train_pass(xb, yb)
-                if decay:
-                    optimizer.decay()
                 due = step % every == 0
-                if due:
+                if due:  # the data-loss gradient and the weights before any part of the update, as the loop
                     rec.before_step(p)
                 if hist_every and step % hist_every == 0:
                     rec.hists(step)
+                if l2:
+                    net.add_l2()
+                if decay:
+                    optimizer.decay()
                 optimizer.step(grad)
                 if due:
                     rec.after_step(step)
@@ -239,7 +240,8 @@ class EnsembleTrainer:
                     "first_nonfinite": bad if bad is not None or first is None else self.first_param[m],
                     "nonfinite_steps": self.nonfinite_steps[m], "first_nonfinite_loss_step": first}
         grad = (frame["kind"].to_numpy() == R.GRAD) & (frame["stat"].to_numpy() == R.MEAN_ABS)
-        summary = run_summary(frame[grad], weights, before, after, counters)  # its factors read only these rows
+        summary = run_summary(frame[grad], weights, before, after, counters,  # its factors read only these rows
+                              frozen_layers(model))
         status = R.DIVERGED if self.nonfinite_steps[m] or counters["first_nonfinite"] is not None else R.FINISHED
         with torch.no_grad():
             for view, (_, p) in zip(self.net.views(final[m:m + 1]), model.named_parameters()):

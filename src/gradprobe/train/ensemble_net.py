@@ -38,7 +38,7 @@ class Pass:
     hs: list[torch.Tensor]  # activation outputs, (M, B, width) each
     dzs: list[torch.Tensor]  # dL/d(Linear output), same shapes as zs
     dhs: list[torch.Tensor]  # dL/d(activation output), same shapes as hs
-    loss: torch.Tensor  # (M,) data loss + L2 term, as the single-model loop computes it
+    loss: torch.Tensor  # (M,) data loss + L2 term, as the single-model loop computes it (grads: data loss only)
 
 
 def _runs(activations: list[ActivationSpec]) -> list[tuple[int, int, ActivationSpec]]:
@@ -56,9 +56,9 @@ class _Workspace:
     """Per-layer buffers (M, B, width) of one batch size, and each activation run's slice of them."""
 
     def __init__(self, m: int, batch: int, outs: list[int], runs: list[tuple[int, int]], grads: bool,
-                 device: torch.device) -> None:
+                 device: torch.device, dtype: torch.dtype) -> None:
         def make(widths: list[int]) -> list[torch.Tensor]:
-            return [torch.empty(m, batch, w, device=device) for w in widths]
+            return [torch.empty(m, batch, w, device=device, dtype=dtype) for w in widths]
 
         def split(bufs: list[torch.Tensor]) -> list[list[torch.Tensor]]:
             return [[b if len(runs) == 1 else b[start:stop] for start, stop in runs] for b in bufs]
@@ -100,7 +100,7 @@ class BatchedMLP:
         self._bwd = [backward_kernel(spec) for _, _, spec in runs]
         self.n_layers = len(self.slots) // 2
         self._outs = [self.slots[2 * i].shape[0] for i in range(self.n_layers)]
-        self._minus_one = torch.full((1, 1, 1), -1.0, device=self.flat.device)
+        self._minus_one = torch.full((1, 1, 1), -1.0, device=self.flat.device, dtype=self.flat.dtype)
         self._spaces: dict[tuple[int, int, bool], _Workspace] = {}  # by (models, batch size, grads)
         views = self.views(self.flat)  # the optimizer updates flat in place, so these views stay valid
         self._weights = views[0::2]  # (M, out, in) each
@@ -132,7 +132,7 @@ class BatchedMLP:
         key = (m, batch, grads)
         space = self._spaces.get(key)
         if space is None:
-            space = _Workspace(m, batch, self._outs, self._runs, grads, self.flat.device)
+            space = _Workspace(m, batch, self._outs, self._runs, grads, self.flat.device, self.flat.dtype)
             if grads or m * batch * sum(self._outs) <= _KEEP_EVAL:  # large evaluation buffers are not kept
                 self._spaces[key] = space
         return space
@@ -184,8 +184,13 @@ class BatchedMLP:
         loss = -logp.gather(-1, target).squeeze(-1).mean(1)
         return loss, logp.exp().scatter_add_(-1, target, self._minus_one.expand(target.shape)) / batch
 
+    def add_l2(self) -> None:
+        """Add the L2 term's gradient ``l2 * W`` to ``flat.grad`` (after the data-loss gradient was recorded)."""
+        if self.l2:
+            self.grad.addcmul_(self.flat, self.weight_mask, value=self.l2)
+
     def train_pass(self, x: torch.Tensor, y: torch.Tensor) -> Pass:
-        """Forward and backward on one batch per model; writes the gradients into ``flat.grad``."""
+        """Forward and backward on one batch per model; writes the data-loss gradients into ``flat.grad``."""
         flat, grad = self.flat, self.flat.grad
         assert grad is not None
         m = flat.shape[0]
@@ -207,8 +212,6 @@ class BatchedMLP:
                 dz = space.dz[i]
         order = [g for pair in zip(grads[-2::-2], grads[::-2]) for g in pair]
         torch.cat(order, dim=1, out=grad)
-        if self.l2:
-            grad.addcmul_(flat, self.weight_mask, value=self.l2)
         return Pass(space.z, space.h, space.dz + [top], space.dh, loss)
 
 

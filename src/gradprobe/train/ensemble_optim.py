@@ -29,7 +29,7 @@ class FlatOptimizer:
             self._buf = torch.zeros_like(param)
 
     def decay(self) -> None:
-        """The loop's decoupled weight decay before ``optimizer.step()`` (Adam does it inside, as AdamW)."""
+        """The loop's decoupled weight decay, after the record of the step (Adam does it inside, as AdamW)."""
         cfg = self.cfg
         if cfg.weight_decay > 0 and cfg.name != "adam":
             self.param.mul_(1 - cfg.lr * cfg.weight_decay)

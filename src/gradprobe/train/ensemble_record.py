@@ -30,6 +30,7 @@ from gradprobe.train.ensemble_stats import (
     dead_fraction,
     finalize,
     moments_for,
+    negative_fraction,
     row_moments,
     saturated_fraction,
 )
@@ -130,9 +131,10 @@ class Recorder:
         self._act: list[_Segment] = []
         for name in self.modules:
             keep = [act_q.stats_for(Inputs(torch.zeros(()), family=f)) for f in fams[name]]
-            extra = tuple(s for s in (R.DEAD_FRAC, R.SATURATED_FRAC) if any(s in k for k in keep))
+            extra = tuple(s for s in act_q.extras if any(s in k for k in keep))
             self._act.append(_Segment(R.ACTIVATION, [(name, "output")], plain + extra, keep, (units[name],),
                                       per_example=True))
+        self._fams = [fams[n] for n in self.modules]
         bounds = [[f.bounds if isinstance(f, Family) and f.bounds else None for f in fams[n]] for n in self.modules]
         self._low, self._high = self._thresholds(bounds)
         self._delta = [_Segment(R.DELTA, [(n, "output")], opts.delta_stats, [opts.delta_stats] * m, (units[n],),
@@ -175,30 +177,35 @@ class Recorder:
         return (torch.tensor(low, dtype=torch.float32, device=device).reshape(shape),
                 torch.tensor(high, dtype=torch.float32, device=device).reshape(shape))
 
-    def _module_outputs(self, p: Pass) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        outs, deltas = [], []
+    def _module_outputs(self, p: Pass) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """Inputs (activations': the Linear output before them; a Linear's is not used), outputs, deltas."""
+        ins, outs, deltas = [], [], []
         for name in self.modules:
             j = int(name.rpartition(".")[2])
+            ins.append(p.zs[j // 2])
             outs.append((p.zs if j % 2 == 0 else p.hs)[j // 2])
             deltas.append((p.dzs if j % 2 == 0 else p.dhs)[j // 2])
-        return outs, deltas
+        return ins, outs, deltas
 
-    def _activation(self, i: int, seg: _Segment, out: torch.Tensor) -> torch.Tensor:
-        """Raw columns (M, k) of module output ``i``: its moments, then dead/saturated fractions."""
+    def _activation(self, i: int, seg: _Segment, source: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Raw columns (M, k) of module output ``i``: its moments, then dead/saturated/negative fractions."""
         moments = moments_for(seg.stats)
         cols = [row_moments([out.reshape(out.shape[0], -1)], moments)[:, 0]] if moments else []
         if R.DEAD_FRAC in seg.stats:
-            cols.append(dead_fraction(out).unsqueeze(1))
+            cols.append(dead_fraction(source, out, self._fams[i]).unsqueeze(1))
         if R.SATURATED_FRAC in seg.stats:
             cols.append(saturated_fraction(out, self._low[i], self._high[i]).unsqueeze(1))
+        if R.NEGATIVE_FRAC in seg.stats:
+            cols.append(negative_fraction(source).unsqueeze(1))
         return torch.cat(cols, dim=1)
 
     def before_step(self, p: Pass) -> None:
         """Raw activation, delta, gradient and weight reductions of this step (weights before the update)."""
         parts: list[torch.Tensor] = []
         if self.modules:
-            outs, deltas = self._module_outputs(p)
-            parts += [self._activation(i, seg, out) for i, (seg, out) in enumerate(zip(self._act, outs)) if seg.stats]
+            ins, outs, deltas = self._module_outputs(p)
+            parts += [self._activation(i, seg, src, out)
+                      for i, (seg, src, out) in enumerate(zip(self._act, ins, outs)) if seg.stats]
             parts += [row_moments([d.reshape(d.shape[0], -1)], moments_for(seg.stats))[:, 0]
                       for seg, d in zip(self._delta, reversed(deltas)) if seg.stats]
         if self.slots and self._grad.stats:

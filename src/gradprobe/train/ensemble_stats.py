@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from gradprobe import records as R
+from gradprobe.quantities.activation_stats import Family, flat_mask
 
 # Raw reductions per tensor and model, in stacking order.
 SUM, SUM_ABS, L2, SSD, MAX_ABS, NONZERO, DIFF, NONFINITE = (
@@ -29,40 +30,55 @@ def moments_for(stats: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(m for m in _ORDER if m in needed)
 
 
+def _columns(x: torch.Tensor, moments: tuple[str, ...]) -> list[torch.Tensor]:
+    """Per-row reductions (M,) of ``x`` (M, n) for ``moments`` (without the non-finite count)."""
+    cols: list[torch.Tensor] = []
+    total = x.sum(1) if SUM in moments else None
+    for m in moments:
+        if m == SUM:
+            cols.append(total)  # type: ignore[arg-type]
+        elif m == SUM_ABS:
+            cols.append(torch.linalg.vector_norm(x, 1, dim=1))
+        elif m == L2:
+            cols.append(torch.linalg.vector_norm(x, 2, dim=1))
+        elif m == SSD:
+            dev = x - (total / x.shape[1]).unsqueeze(1)  # type: ignore[operator, union-attr]
+            cols.append(torch.linalg.vecdot(dev, dev))
+        elif m == MAX_ABS:
+            cols.append(x.abs().amax(1))
+        elif m == NONZERO:
+            cols.append(torch.count_nonzero(x, dim=1).to(x.dtype))
+    return cols
+
+
+def _scaled_columns(x: torch.Tensor, moments: tuple[str, ...]) -> list[torch.Tensor]:
+    """``_columns`` computed on each row divided by its max |x| and scaled back in float64: no overflow."""
+    peak = x.abs().amax(1)  # (M,)
+    scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak)).double()
+    cols = [c.double() for c in _columns(x / scale.to(x.dtype).unsqueeze(1), moments)]
+    power = {SUM: 1, SUM_ABS: 1, L2: 1, MAX_ABS: 1, SSD: 2, NONZERO: 0}
+    return [c * scale ** power[m] for c, m in zip(cols, moments)]
+
+
 def row_moments(rows: list[torch.Tensor], moments: tuple[str, ...]) -> torch.Tensor:
     """Raw reductions of every row of each tensor in ``rows`` ((M, n_t) each): ``(M, T, len(moments))``.
 
-    Non-finite entries are counted only when some ``sum |x|`` is not finite (one host read), which is
-    exactly when there are any. ``DIFF`` is not a reduction of one tensor (see ``Recorder``).
+    One host read checks that every reduction is finite; if some is not, non-finite entries are
+    counted (exactly where there are any) and, the probe's way (``tensor_stats``), reductions of
+    finite rows that overflowed float32 are redone scaled, in float64. ``DIFF`` is not a reduction
+    of one tensor (see ``Recorder``).
     """
-    cols: list[torch.Tensor] = []
-    for x in rows:
-        x = x.detach()
-        total = x.sum(1) if SUM in moments else None
-        for m in moments:
-            if m == SUM:
-                cols.append(total)  # type: ignore[arg-type]
-            elif m == SUM_ABS:
-                cols.append(torch.linalg.vector_norm(x, 1, dim=1))
-            elif m == L2:
-                cols.append(torch.linalg.vector_norm(x, 2, dim=1))
-            elif m == SSD:
-                dev = x - (total / x.shape[1]).unsqueeze(1)  # type: ignore[operator, union-attr]
-                cols.append(torch.linalg.vecdot(dev, dev))
-            elif m == MAX_ABS:
-                cols.append(x.abs().amax(1))
-            elif m == NONZERO:
-                cols.append(torch.count_nonzero(x, dim=1).to(x.dtype))
-    plain = len(moments) - (NONFINITE in moments)
+    plain = tuple(m for m in moments if m != NONFINITE)
     m_, t = rows[0].shape[0], len(rows)
-    raw = torch.stack(cols, dim=1).view(m_, t, plain)
-    if NONFINITE not in moments:
-        return raw
-    if bool(torch.isfinite(raw[:, :, moments.index(SUM_ABS)]).all()):
-        counts = raw.new_zeros(m_, t, 1)
-    else:  # x - x is NaN exactly where x is not finite
-        counts = torch.stack([torch.isnan(x - x).sum(1).to(raw.dtype) for x in rows], dim=1).unsqueeze(2)
-    return torch.cat([raw, counts], dim=2)
+    xs = [x.detach() for x in rows]
+    raw = torch.stack([c for x in xs for c in _columns(x, plain)], dim=1).view(m_, t, len(plain))
+    finite = bool(torch.isfinite(raw).all())
+    counts = raw.new_zeros(m_, t, 1)
+    if not finite:  # x - x is NaN exactly where x is not finite
+        counts = torch.stack([torch.isnan(x - x).sum(1).to(raw.dtype) for x in xs], dim=1).unsqueeze(2)
+        raw = torch.stack([c for x in xs for c in _scaled_columns(x, plain)], dim=1).view(m_, t, len(plain))
+        counts = counts.to(raw.dtype)
+    return torch.cat([raw, counts], dim=2) if NONFINITE in moments else raw
 
 
 def finalize(raw: np.ndarray, moments: tuple[str, ...], n: np.ndarray, shape_sum: np.ndarray,
@@ -106,9 +122,28 @@ def finalize(raw: np.ndarray, moments: tuple[str, ...], n: np.ndarray, shape_sum
     return out
 
 
-def dead_fraction(out: torch.Tensor) -> torch.Tensor:
-    """Per model, the fraction of units <= 0 for every example of the batch; ``out`` is (M, B, units)."""
-    return (out.detach().amax(dim=1) <= 0).float().mean(1)
+def dead_fraction(source: torch.Tensor, out: torch.Tensor, families: list[Family | None]) -> torch.Tensor:
+    """Per model, the fraction of units whose derivative is ~0 for every example: the probe's definition.
+
+    ``source``/``out`` are the activation's input and output (M, B, units); ``families[m]`` is model
+    m's activation family (models without a dead region get 0; the recorder drops their column).
+    """
+    frac = out.new_zeros(out.shape[0])  # (M,)
+    start = 0
+    for stop in range(1, len(families) + 1):  # one op per run of equal families
+        if stop < len(families) and families[stop] == families[start]:
+            continue
+        family = families[start]
+        if family is not None and family.dead is not None:
+            mask = flat_mask(family.dead, source[start:stop], out[start:stop])  # (m, B, units)
+            frac[start:stop] = mask.all(dim=1).float().mean(1)
+        start = stop
+    return frac
+
+
+def negative_fraction(source: torch.Tensor) -> torch.Tensor:
+    """Per model, the fraction of entries with negative input; ``source`` is (M, B, units)."""
+    return (source.detach().reshape(source.shape[0], -1) < 0).float().mean(1)
 
 
 def saturated_fraction(out: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -137,4 +172,5 @@ def batched_histogram(x: torch.Tensor, bins: int) -> torch.Tensor:
     return torch.cat([lo.unsqueeze(1), hi.unsqueeze(1), counts], dim=1)
 
 
-__all__ = ["batched_histogram", "dead_fraction", "finalize", "moments_for", "row_moments", "saturated_fraction"]
+__all__ = ["batched_histogram", "dead_fraction", "finalize", "moments_for", "negative_fraction", "row_moments",
+           "saturated_fraction"]

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from gradprobe.errors import GradprobeError
+from gradprobe.models.inits import init_spec
 from gradprobe.train.config import ExperimentConfig, RunConfig
 
 SECTIONS = ("data", "model", "optimizer", "train", "record")
@@ -214,7 +215,7 @@ def load_experiment(source: str, sets: list[str] | None = None, seeds: int | Non
     base = {k: getattr(exp, k) for k in SECTIONS + _RUN_ONLY}
     runs = []
     explicit = {tuple(path) for path, _, _ in run_sets}
-    for arm in exp.arms:
+    for index, arm in enumerate(exp.arms):
         arm_over = {k: v for k, v in arm.items() if k != "name"}
         merged = _merge(base, arm_over)
         for key in arm_over.get("model", {}) if isinstance(arm_over.get("model"), dict) else ():
@@ -223,8 +224,26 @@ def load_experiment(source: str, sets: list[str] | None = None, seeds: int | Non
             _put(merged, path, copy.deepcopy(value), label)
             _drop_exclusive(merged, path, explicit)
         for seed in range(exp.seed, exp.seed + exp.seeds):
-            runs.append(_validate(RunConfig, {**merged, "experiment": exp.name, "arm": arm["name"], "seed": seed}))
+            runs.append(_validate(RunConfig, {**merged, "experiment": exp.name, "arm": arm["name"],
+                                              "arm_index": index, "seed": seed}))
+    _check_legacy_stream(runs)
     return Experiment(exp, runs)
+
+
+def _check_legacy_stream(runs: list[RunConfig]) -> None:
+    """A ``cs231n`` init draws after the earlier arms' weights, so every arm must draw the same shapes from it."""
+    legacy = [r for r in runs
+              if any(s is not None and init_spec(s).legacy for s in (r.model.init, r.model.output_init))]
+    if not legacy:
+        return
+    first, drawing = legacy[0], {id(r) for r in legacy}
+    for run in runs:
+        same = id(run) in drawing and run.model.widths() == first.model.widths() and run.data == first.data
+        if not same:
+            raise GradprobeError(
+                f"model.init: {first.model.init!r} (arm {first.arm!r}) draws after the earlier arms' weights from one "
+                f"stream, but arm {run.arm!r} has init {run.model.init!r}, widths {run.model.widths()}; allowed: "
+                "every arm with a cs231n init, the same widths and data")
 
 
 __all__ = ["Experiment", "format_validation_error", "load_experiment", "parse_set", "preset_names", "read_source"]

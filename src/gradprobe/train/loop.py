@@ -30,6 +30,9 @@ from gradprobe.train.predict import save_model
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (steps done, total steps)
+# Which loss the recorded gradient statistics differentiate: the data loss, without the L2 term
+# (the optimiser still steps on data loss + L2), as the CS231n notebook records its heuristic.
+GRAD_OF = "data_loss"
 
 
 class RunSink(Protocol):
@@ -72,6 +75,7 @@ class Trainer:
         self.loss = setup.loss_kind(cfg, data)
         self.model = setup.build_model(cfg, data, self.loss)
         self.optimizer = setup.build_optimizer(cfg.optimizer, self.model)
+        self._weights = setup.weight_matrices(self.model)  # what the L2 term covers
         self.plan = setup.schedule_for(cfg, len(data.y_train))
         self._metrics: list[tuple[int, int, str, str, float]] = []
         self._last_eval: dict[str, float] = {}
@@ -94,10 +98,10 @@ class Trainer:
         splits = [(R.TRAIN, self.data.x_train, self.data.y_train)]
         if self.data.x_test is not None and self.data.y_test is not None:
             splits.append((R.TEST, self.data.x_test, self.data.y_test))
-        penalty = float(setup.l2_penalty(self.model, self.cfg.optimizer.l2))
+        penalty = float(setup.l2_penalty(self._weights, self.cfg.optimizer.l2))
         rows = []
         for split, x, y in splits:
-            x, y = x.to(self.cfg.device), y.to(self.cfg.device)
+            x, y = x.to(self.cfg.device, setup.dtype_of(self.cfg)), y.to(self.cfg.device)
             logits = self.model(x)
             loss = float(setup.objective(logits, y, self.loss)) + penalty
             acc = float(setup.correct(logits, y, self.loss)) / len(y)
@@ -112,16 +116,28 @@ class Trainer:
         return out
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        opt_cfg = self.cfg.optimizer
+        """One update; returns the batch loss (data loss + L2 term) at the weights before it."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = setup.objective(self.model(x), y, self.loss) + setup.l2_penalty(self.model, opt_cfg.l2)
-        loss.backward()
-        if opt_cfg.weight_decay > 0 and opt_cfg.name != "adam":  # decoupled decay; Adam uses AdamW
-            with torch.no_grad():
-                for p in self.model.parameters():
-                    p.mul_(1 - opt_cfg.lr * opt_cfg.weight_decay)
+        loss = setup.objective(self.model(x), y, self.loss)
+        loss.backward()  # the data loss only: the probe records dL_data/dW; _complete_step adds the rest
+        with torch.no_grad():
+            total = loss.detach() + setup.l2_penalty(self._weights, self.cfg.optimizer.l2)
         self.optimizer.step()
-        return float(loss.detach())
+        return float(total)
+
+    @torch.no_grad()
+    def _complete_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """Step pre-hook registered after the probe's: add l2 * W to the gradients, apply decoupled decay.
+
+        Running after the probe's pre-step hook, the probe sees the data-loss gradient and snapshots
+        the weights before the decay, so its update ratio measures the whole update.
+        """
+        cfg = self.cfg.optimizer
+        if cfg.l2 > 0:
+            weights = [p for p in self._weights if p.grad is not None]
+            torch._foreach_add_([p.grad for p in weights], weights, alpha=cfg.l2)  # type: ignore[misc]
+        if cfg.weight_decay > 0 and cfg.name != "adam":  # decoupled decay; Adam uses AdamW
+            torch._foreach_mul_(list(self.model.parameters()), 1 - cfg.lr * cfg.weight_decay)
 
     def restore(self, ckpt: Checkpoint, prior: pd.DataFrame) -> None:
         """Continue from ``ckpt`` (weights, optimiser state, step, metrics); ``prior``: its stats so far."""
@@ -172,7 +188,7 @@ class Trainer:
         way it ends ``diverged`` if the loss or any recorded statistic was ever NaN/Inf.
         """
         cfg, plan = self.cfg, self.plan
-        x_all, y_all = self.data.x_train.to(cfg.device), self.data.y_train.to(cfg.device)
+        x_all, y_all = self.data.x_train.to(cfg.device, setup.dtype_of(cfg)), self.data.y_train.to(cfg.device)
         n = len(y_all)
         batch = cfg.train.batch_size or n
         eval_every = plan.cadence(cfg.train.eval_every)
@@ -183,9 +199,10 @@ class Trainer:
         counters.setdefault("before", None)
         before = counters["before"] = counters["before"] or self.evaluate(epoch=0)
         probe = self._probe(counters.pop("first_nonfinite", None))
+        completion = self.optimizer.register_step_pre_hook(self._complete_step)  # after the probe's: see there
         tick = max(1, plan.total_steps // 200)
         stop = False
-        with probe:
+        with probe, completion:  # the handle removes the hook on exit
             while self.step < plan.total_steps and not stop:
                 epoch, offset = divmod(self.step, plan.steps_per_epoch)
                 order = epoch_order(n, cfg.seed, epoch, cfg.train.shuffle, cfg.device)
@@ -212,7 +229,9 @@ class Trainer:
         metrics = pd.DataFrame(self._metrics, columns=list(R.METRIC_COLUMNS))
         counters["seconds"] += self.clock() - start
         summary = run_summary(frame, self.model.weight_layers(), before, after,
-                           {**counters, "steps": self.step, "first_nonfinite": probe.first_nonfinite})
+                           {**counters, "steps": self.step, "first_nonfinite": probe.first_nonfinite,
+                            "structure": probe.structure},
+                           frozen_layers(self.model))
         status = R.DIVERGED if counters["nonfinite_steps"] or probe.first_nonfinite else R.FINISHED
         if self.writer is not None:
             save_model(self.writer.path, self.model)
@@ -240,18 +259,26 @@ def first_nonfinite_param(model: torch.nn.Module, step: int) -> dict[str, Any] |
     return None
 
 
+def frozen_layers(model: torch.nn.Module) -> list[str]:
+    """Names of the weight matrices (parameters with >= 2 dims) that have requires_grad False, in model order."""
+    return [name for name, p in model.named_parameters() if p.dim() >= 2 and not p.requires_grad]
+
+
 def run_summary(frame: pd.DataFrame, weights: list[str], before: dict[str, float], after: dict[str, float],
-             counters: dict[str, Any]) -> dict[str, Any]:
-    """The run's summary: losses and accuracies before/after, vanishing factors and counters."""
+             counters: dict[str, Any], frozen: list[str]) -> dict[str, Any]:
+    """The run's summary: losses and accuracies before/after, vanishing factors, frozen layers and counters."""
     return {
         "final_loss": after["train_loss"],
         "train_accuracy": after["train_accuracy"],
         "test_accuracy": after.get("test_accuracy"),
         "accuracy_before": before["train_accuracy"],
         "loss_before": before["train_loss"],
+        "grad_of": GRAD_OF,
         "vanishing_factor": vanishing_factor(frame, weights),
         "vanishing_factor_median": median_factor(frame, weights),
         "weight_layers": weights,
+        "frozen_layers": frozen,
+        "structure": counters.get("structure"),
         "steps": counters["steps"],
         "seconds": round(counters["seconds"], 3),
         "last_batch_loss": counters["last_loss"],
@@ -261,5 +288,5 @@ def run_summary(frame: pd.DataFrame, weights: list[str], before: dict[str, float
     }
 
 
-__all__ = ["Progress", "RunResult", "RunSink", "Trainer", "epoch_order", "evaluation_at", "first_nonfinite_param",
-           "run_summary"]
+__all__ = ["GRAD_OF", "Progress", "RunResult", "RunSink", "Trainer", "epoch_order", "evaluation_at",
+           "first_nonfinite_param", "frozen_layers", "run_summary"]

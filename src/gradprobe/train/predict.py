@@ -42,7 +42,7 @@ def save_model(run_path: Path, model: torch.nn.Module) -> None:
 @torch.no_grad()
 def class_probabilities(model: MLP, points: np.ndarray) -> np.ndarray:
     """Class probabilities (n, classes) of ``points`` (n, features); one logit means a sigmoid output."""
-    logits = model(torch.as_tensor(points, dtype=torch.float32))
+    logits = model(torch.as_tensor(points, dtype=next(model.parameters()).dtype))  # float64 runs (train.dtype)
     if logits.shape[-1] == 1:
         p = torch.sigmoid(logits)
         return torch.cat([1 - p, p], dim=-1).numpy()

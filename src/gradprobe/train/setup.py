@@ -5,11 +5,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
+from gradprobe.data.config import legacy_draws
 from gradprobe.data.datasets import Dataset
 from gradprobe.errors import GradprobeError
+from gradprobe.models.activations import activation_spec
+from gradprobe.models.inits import init_spec
 from gradprobe.models.mlp import MLP, build_mlp
 from gradprobe.probe import ProbeOptions
 from gradprobe.train.config import Cadence, OptimizerConfig, RecordConfig, RunConfig
@@ -47,11 +51,38 @@ def loss_kind(cfg: RunConfig, data: Dataset) -> str:
     return kind
 
 
+def dtype_of(cfg: RunConfig) -> torch.dtype:
+    """The torch dtype of the run's parameters and inputs (``train.dtype``)."""
+    return torch.float64 if cfg.train.dtype == "float64" else torch.float32
+
+
+def legacy_stream(cfg: RunConfig, shapes: list[tuple[int, int]]) -> np.random.RandomState | None:
+    """NumPy's legacy stream ``RandomState(seed)`` where this arm's ``cs231n`` weights start, or None.
+
+    The CS231n notebooks call ``np.random.seed(seed)`` once, draw the data, then each network's
+    weights in turn; so this skips the data's draws and those of the ``arm_index`` earlier arms
+    (which ``load_experiment`` checks draw the same ``shapes``, (fan_out, fan_in) each).
+    """
+    hidden = init_spec(cfg.model.init)
+    output = init_spec(cfg.model.output_init) if cfg.model.output_init is not None else hidden
+    specs = [hidden] * (len(shapes) - 1) + [output]
+    per_arm = sum(o * i for (o, i), spec in zip(shapes, specs) if spec.legacy)
+    if not per_arm:
+        return None
+    stream = np.random.RandomState(cfg.seed)
+    stream.standard_normal(legacy_draws(cfg.data) + cfg.arm_index * per_arm)  # gauss pairs carry over
+    return stream
+
+
 def build_model(cfg: RunConfig, data: Dataset, loss: str) -> MLP:
-    """The MLP for this run, initialised from the run's seed."""
+    """The MLP for this run, initialised from the run's seed (torch generator or, for cs231n, NumPy's stream)."""
     generator = torch.Generator().manual_seed(cfg.seed)
     out = 1 if loss == "bce" else data.n_classes
-    return build_mlp(data.n_features, out, cfg.model, generator=generator).to(cfg.device)
+    widths, k = cfg.model.widths(), activation_spec(cfg.model.activation).width_multiplier
+    fans = list(zip([data.n_features, *widths], [w * k for w in widths] + [out]))  # (fan_in, fan_out), maxout: k x
+    shapes = [(o, i) for i, o in fans]
+    return build_mlp(data.n_features, out, cfg.model, generator=generator, stream=legacy_stream(cfg, shapes),
+                     dtype=dtype_of(cfg)).to(cfg.device)
 
 
 def build_optimizer(cfg: OptimizerConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -79,11 +110,16 @@ def correct(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
     return (pred == y).sum()
 
 
-def l2_penalty(model: nn.Module, l2: float) -> torch.Tensor | float:
-    """0.5 * l2 * sum(W^2) over weight matrices (biases excluded), as in CS231n."""
+def weight_matrices(model: nn.Module) -> list[torch.Tensor]:
+    """The parameters the L2 term covers: weight matrices (>= 2 dims), not biases."""
+    return [p for p in model.parameters() if p.dim() >= 2]
+
+
+def l2_penalty(weights: list[torch.Tensor], l2: float) -> torch.Tensor | float:
+    """0.5 * l2 * sum(W^2) over ``weights`` (see :func:`weight_matrices`), as in CS231n."""
     if l2 == 0:
         return 0.0
-    return 0.5 * l2 * sum((p * p).sum() for p in model.parameters() if p.dim() >= 2)
+    return 0.5 * l2 * sum((p * p).sum() for p in weights)
 
 
 def probe_options(cfg: RecordConfig) -> ProbeOptions:
@@ -104,7 +140,10 @@ __all__ = [
     "build_model",
     "build_optimizer",
     "correct",
+    "dtype_of",
     "l2_penalty",
+    "legacy_stream",
+    "weight_matrices",
     "loss_kind",
     "objective",
     "probe_options",

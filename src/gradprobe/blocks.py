@@ -1,0 +1,121 @@
+"""Buffered raw records of a probe, and their one-transfer move to the host as tidy frames."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from gradprobe import records as R
+from gradprobe.quantities import Quantity
+from gradprobe.quantities.histograms import unpack_histogram
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Block:
+    """Raw reductions of several tensors of one kind at one step, still on the device."""
+
+    step: int
+    quantity: Quantity
+    names: list[tuple[str, str]]  # (layer, tensor) per row
+    stats: tuple[str, ...]  # what the rows become once finalised on the host
+    raw: torch.Tensor  # (len(names), k) raw reductions
+    meta: list[tuple[float, ...]]  # per row: what finalising needs (element counts, shapes)
+
+
+@dataclass
+class Buffer:
+    """Blocks and histograms recorded since the last flush, and the steps they cover."""
+
+    blocks: list[Block] = field(default_factory=list)
+    hists: list[tuple[int, str, str, str, torch.Tensor]] = field(default_factory=list)
+    steps: set[int] = field(default_factory=set)
+
+
+def to_host(tensors: list[torch.Tensor]) -> np.ndarray:
+    """All ``tensors`` flattened and joined on the host, with one transfer per device."""
+    if not tensors:
+        return np.zeros(0, dtype=np.float32)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_device.setdefault(t.device, []).append(i)
+    flat = [t.reshape(-1) for t in tensors]
+    host: list[np.ndarray | None] = [None] * len(tensors)
+    for idx in by_device.values():
+        joined = torch.cat([flat[i] for i in idx]).detach().cpu().numpy()
+        offsets = np.cumsum([0] + [flat[i].numel() for i in idx])
+        for j, i in enumerate(idx):
+            host[i] = joined[offsets[j] : offsets[j + 1]]
+    return np.concatenate(host)  # type: ignore[arg-type]
+
+
+def finalize_blocks(blocks: list[Block]) -> np.ndarray:
+    """Host statistics of every block, in block order, finalised group by group with NumPy."""
+    raw = to_host([b.raw.double() for b in blocks])
+    offsets = np.cumsum([0] + [b.raw.numel() for b in blocks])
+    groups: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+    for i, b in enumerate(blocks):
+        groups.setdefault((id(b.quantity), b.stats), []).append(i)
+    parts: list[np.ndarray] = [np.empty(0)] * len(blocks)
+    for members in groups.values():
+        first = blocks[members[0]]
+        width = first.raw.shape[1]
+        rows = np.concatenate([raw[offsets[i]:offsets[i + 1]] for i in members]).reshape(-1, width)
+        meta = np.array([m for i in members for m in blocks[i].meta], dtype=np.float64).reshape(len(rows), -1)
+        values = first.quantity.finalize(rows, meta, first.stats)  # (rows, len(stats))
+        start = 0
+        for i in members:
+            n = len(blocks[i].names)
+            parts[i] = values[start:start + n].reshape(-1)
+            start += n
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def stats_frame(blocks: list[Block]) -> pd.DataFrame:
+    values = finalize_blocks(blocks)
+    cols: dict[str, list[Any]] = {"step": [], "layer": [], "tensor": [], "kind": [], "stat": []}
+    for b in blocks:
+        n = len(b.names) * len(b.stats)
+        cols["step"].extend([b.step] * n)
+        cols["kind"].extend([b.quantity.kind] * n)
+        for layer, tensor in b.names:
+            cols["layer"].extend([layer] * len(b.stats))
+            cols["tensor"].extend([tensor] * len(b.stats))
+            cols["stat"].extend(b.stats)
+    frame = pd.DataFrame(cols)
+    frame["value"] = values.astype(np.float64)
+    return frame[list(R.STAT_COLUMNS)]
+
+
+def hist_frame(hists: list[tuple[int, str, str, str, torch.Tensor]], bins: int) -> pd.DataFrame:
+    packed = to_host([h[4] for h in hists]).reshape(len(hists), bins + 3)
+    rows = []
+    for (step, layer, tensor, kind, _), vec in zip(hists, packed):
+        edges, counts, _nonfinite = unpack_histogram(vec, bins)
+        rows.append((step, layer, tensor, kind, edges, counts))
+    return pd.DataFrame(rows, columns=list(R.HIST_COLUMNS))
+
+
+
+def first_nonfinite(frame: pd.DataFrame) -> dict[str, Any] | None:
+    """The first record (step, layer, tensor, kind) that counted NaN/Inf entries, or None.
+
+    Only counted entries: a float32 mean of huge finite values may overflow, and a zero-initialised
+    bias has an infinite update ratio, yet neither tensor holds a NaN or Inf.
+    """
+    bad = frame[(frame["stat"] == R.NONFINITE) & (frame["value"] > 0)]
+    if not len(bad):
+        return None
+    first = bad.loc[bad["step"].idxmin()]
+    log.warning("non-finite values first seen at step %d in %s.%s (%s)",
+                first["step"], first["layer"], first["tensor"], first["kind"])
+    return {"step": int(first["step"]), "layer": first["layer"], "tensor": first["tensor"], "kind": first["kind"]}
+
+
+__all__ = ["Block", "Buffer", "finalize_blocks", "first_nonfinite", "hist_frame", "stats_frame", "to_host"]
