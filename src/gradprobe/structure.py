@@ -52,9 +52,10 @@ def _is_norm(module: nn.Module, x: torch.Tensor) -> bool:
         return False
     twin = _unhooked_copy(module).train()
     g = torch.Generator(device=x.device).manual_seed(0)
-    # At std 10 and 20 a norm's eps (1e-5 of the variance, typically) is far below the tolerance.
-    x = 10.0 * x / x.std()
-    noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype) * 10.0
+    # Centred at unit std: a saturating activation (sigmoid, tanh) changes when its input doubles here,
+    # while a norm's eps (1e-5 of the variance, typically) stays far below the tolerance.
+    x = (x - x.mean()) / x.std()
+    noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
     with torch.no_grad():
         y = first_tensor(twin.forward(x))  # .forward: no hooks
         doubled = first_tensor(twin.forward(2.0 * x))
