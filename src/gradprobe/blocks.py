@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +79,7 @@ def finalize_blocks(blocks: list[Block]) -> np.ndarray:
 
 
 def stats_frame(blocks: list[Block]) -> pd.DataFrame:
+    """The tidy stats frame (:data:`records.STAT_COLUMNS`) of buffered blocks."""
     values = finalize_blocks(blocks)
     cols: dict[str, list[Any]] = {"step": [], "layer": [], "tensor": [], "kind": [], "stat": []}
     for b in blocks:
@@ -94,6 +96,7 @@ def stats_frame(blocks: list[Block]) -> pd.DataFrame:
 
 
 def hist_frame(hists: list[tuple[int, str, str, str, torch.Tensor]], bins: int) -> pd.DataFrame:
+    """The histogram frame (:data:`records.HIST_COLUMNS`) of buffered packed histograms."""
     packed = to_host([h[4] for h in hists]).reshape(len(hists), bins + 3)
     rows = []
     for (step, layer, tensor, kind, _), vec in zip(hists, packed):
@@ -101,6 +104,51 @@ def hist_frame(hists: list[tuple[int, str, str, str, torch.Tensor]], bins: int) 
         rows.append((step, layer, tensor, kind, edges, counts))
     return pd.DataFrame(rows, columns=list(R.HIST_COLUMNS))
 
+
+
+Sink = Callable[[pd.DataFrame, pd.DataFrame], None]
+
+
+class Records:
+    """What a probe buffered on the device and what it already moved to the host; flushes hand frames to ``sink``."""
+
+    def __init__(self, bins: int, sink: Sink | None) -> None:
+        self.bins, self.sink, self.buffer = bins, sink, Buffer()
+        self._frames: list[pd.DataFrame] = []
+        self._hist_frames: list[pd.DataFrame] = []
+
+    def push(self, blocks: list[Block]) -> None:
+        """Buffer ``blocks`` (those with rows and stats)."""
+        for block in blocks:
+            if block.names and block.stats:
+                self.buffer.blocks.append(block)
+                self.buffer.steps.add(block.step)
+
+    def flush(self) -> pd.DataFrame | None:
+        """Move the buffer to the host as frames and hand them to the sink; the stats frame, None if empty."""
+        blocks, hists = self.buffer.blocks, self.buffer.hists
+        self.buffer = Buffer()
+        if not blocks and not hists:
+            return None
+        stats, hist = stats_frame(blocks), hist_frame(hists, self.bins)
+        self._frames.append(stats)
+        self._hist_frames.append(hist)
+        if self.sink is not None:
+            self.sink(stats, hist)
+        return stats
+
+    def frame(self) -> pd.DataFrame:
+        """Every stats frame moved so far, joined (an empty frame with typed columns if none)."""
+        if not self._frames:
+            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(R.STAT_COLUMNS, (
+                "int64", "object", "object", "object", "object", "float64"))})
+        return pd.concat(self._frames, ignore_index=True)
+
+    def hists(self) -> pd.DataFrame:
+        """Every histogram frame moved so far, joined."""
+        if not self._hist_frames:
+            return pd.DataFrame(columns=list(R.HIST_COLUMNS))
+        return pd.concat(self._hist_frames, ignore_index=True)
 
 
 def first_nonfinite(frame: pd.DataFrame) -> dict[str, Any] | None:
@@ -118,4 +166,5 @@ def first_nonfinite(frame: pd.DataFrame) -> dict[str, Any] | None:
     return {"step": int(first["step"]), "layer": first["layer"], "tensor": first["tensor"], "kind": first["kind"]}
 
 
-__all__ = ["Block", "Buffer", "finalize_blocks", "first_nonfinite", "hist_frame", "stats_frame", "to_host"]
+__all__ = ["Block", "Buffer", "Records", "Sink", "finalize_blocks", "first_nonfinite", "hist_frame", "stats_frame",
+           "to_host"]

@@ -17,7 +17,7 @@ import torch
 
 from gradprobe import records as R
 from gradprobe.quantities import ActivationStats, Inputs, TensorStats, merge_moments
-from gradprobe.quantities.tensor_stats import LINEAR
+from gradprobe.quantities.tensor_stats import LINEAR, stack_rows
 
 
 @dataclass
@@ -43,13 +43,6 @@ class Row:
     stats: tuple[str, ...]
     raw: torch.Tensor  # (k,)
     meta: tuple[float, ...]
-
-
-def stack_rows(rows: list[torch.Tensor]) -> torch.Tensor:
-    """Stack 1-d raw rows, promoting to float64 where some overflowed float32 (see tensor_stats)."""
-    if len({r.dtype for r in rows}) > 1:
-        rows = [r.double() for r in rows]
-    return torch.stack(rows)
 
 
 def _pooled_meta(metas: list[tuple[float, ...]], batches: list[int]) -> tuple[float, ...]:
@@ -132,4 +125,4 @@ class Pending:
         return [Row(r.name, r.stats, v, r.meta) for r, v in zip(rows, raw.unbind(0))]
 
 
-__all__ = ["Call", "Pending", "Row", "stack_rows"]
+__all__ = ["Call", "Pending", "Row"]

@@ -7,10 +7,9 @@ device, so recording never forces a host-device sync on every step.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -18,57 +17,18 @@ import torch
 from torch import nn
 
 from gradprobe import records as R
-from gradprobe.blocks import Block, Buffer, first_nonfinite, hist_frame, stats_frame
+from gradprobe.blocks import Block, Records, Sink, first_nonfinite
+from gradprobe.budget import Cadence, Clock
 from gradprobe.errors import GradprobeError
 from gradprobe.hooks import HookSet, first_tensor
-from gradprobe.pending import Call, Pending, stack_rows
-from gradprobe.quantities import (
-    ActivationStats,
-    Inputs,
-    Quantity,
-    StepStats,
-    TensorStats,
-    UpdateRatio,
-    family_of,
-    histogram,
-    step_row,
-    update_norms,
-)
+from gradprobe.outputs import Outputs
+from gradprobe.params import Params
+from gradprobe.probe_options import ProbeOptions, select
+from gradprobe.quantities import ActivationStats, StepStats, TensorStats, family_of, step_row
 from gradprobe.schedules import Schedule, as_schedule
 from gradprobe.structure import Capture, analyse
 
 log = logging.getLogger(__name__)
-Sink = Callable[[pd.DataFrame, pd.DataFrame], None]
-
-
-@dataclass(frozen=True)
-class ProbeOptions:
-    """What the probe records beyond its cadence; the defaults are cheap enough to leave on."""
-
-    grad_stats: tuple[str, ...] = R.DEFAULT_GRAD_STATS
-    weight_stats: tuple[str, ...] = R.DEFAULT_WEIGHT_STATS  # update_ratio needs a weight snapshot per step
-    activation_stats: tuple[str, ...] = R.DEFAULT_ACTIVATION_STATS + (R.NONFINITE,)
-    delta_stats: tuple[str, ...] = R.DEFAULT_DELTA_STATS + (R.NONFINITE,)
-    bins: int = 30  # histogram bins; edges span each tensor's finite range
-    saturation_tol: float = 0.01  # "saturated" = within this fraction of the range from an asymptote
-    flush_every: int = 64  # recorded steps buffered on the device before one transfer to the host
-    structure: bool = True  # read residual joins, norms and tied weights from the first training pass (once)
-
-
-def _split(name: str) -> tuple[str, str]:
-    layer, _, tensor = name.rpartition(".")
-    return layer, tensor
-
-
-def _select(names: Sequence[str], patterns: str | Sequence[str] | None, what: str) -> list[str]:
-    if patterns is None:
-        return list(names)
-    pats = [patterns] if isinstance(patterns, str) else list(patterns)
-    chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
-    if not chosen:
-        sample = ", ".join(list(names)[:6]) or "(none)"
-        raise GradprobeError(f"{what}: {pats!r} matches nothing; available names include {sample}")
-    return chosen
 
 
 class Probe:
@@ -80,6 +40,11 @@ class Probe:
             clipping) and measure the update it really took. If None, the probe follows every torch
             optimizer that holds the model's parameters; loops without one call :meth:`step`.
         every: record cadence in optimizer steps (an int or a schedule ``step -> bool``).
+        budget: instead of ``every``, the largest share of wall time the probe may take (e.g. 0.02,
+            what :func:`gradprobe.watch` uses): the probe times itself and records step 0, every
+            power of two, at least every :data:`gradprobe.budget.MAX_GAP` steps, and other steps
+            while its measured overhead stays under the budget (see :mod:`gradprobe.budget`).
+        clock: the clock the probe times itself with (seconds; inject a fake one in tests).
         hist_every: histogram cadence; None for no histograms.
         params: fnmatch patterns of parameter names to record (default: all trainable).
         modules: fnmatch patterns of module names whose outputs (activation, delta) are recorded
@@ -111,6 +76,8 @@ class Probe:
         options: ProbeOptions | None = None,
         sink: Sink | None = None,
         scaler: torch.amp.GradScaler | None = None,
+        budget: float | None = None,
+        clock: Clock = time.perf_counter,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise GradprobeError(f"model: {type(model).__name__} is not a torch.nn.Module")
@@ -118,16 +85,12 @@ class Probe:
         self.options = options or ProbeOptions()
         if self.options.bins < 1 or self.options.flush_every < 1:
             raise GradprobeError("options: bins and flush_every must be >= 1")
-        self._schedule = as_schedule(every)
+        if budget is not None and every != 1:
+            raise GradprobeError(f"every={every!r} and budget={budget!r}: pass one cadence, not both")
+        self._cadence = Cadence(as_schedule(every), budget, clock)
         self._hist_schedule = as_schedule(hist_every)
         named = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        self._params = [(n, named[n]) for n in _select(list(named), params, "params")]
-        self._grad_q = TensorStats(R.GRAD, self.options.grad_stats)
-        weight_plain = tuple(s for s in self.options.weight_stats if s != R.UPDATE_RATIO)
-        self._weight_q = TensorStats(R.WEIGHT, weight_plain)
-        self._ratio_q = UpdateRatio((R.UPDATE_RATIO,)) if R.UPDATE_RATIO in self.options.weight_stats else None
-        self._act_q = ActivationStats(self.options.activation_stats, self.options.saturation_tol)
-        self._delta_q = TensorStats(R.DELTA, self.options.delta_stats)
+        self._params = Params([(n, named[n]) for n in select(list(named), params, "params")], self.options)
         if optimizer is not None and not self._owns(optimizer):
             raise GradprobeError("optimizer: it holds none of the model's parameters")
         self._explicit_optimizer = optimizer
@@ -135,18 +98,16 @@ class Probe:
             raise GradprobeError(f"scaler: {type(scaler).__name__} is not a torch.amp.GradScaler; pass one or None")
         self._scaler = scaler
         self._step_q = StepStats(R.STEP_STATS)
-        self._pending = Pending(self._act_q, self._delta_q)
+        self._outputs = Outputs(ActivationStats(self.options.activation_stats, self.options.saturation_tol),
+                                TensorStats(R.DELTA, self.options.delta_stats), self._cadence,
+                                lambda: (self._step, self._attached))
         self._stepped = False  # an optimizer step (or step()) ran since the scaler's last update()
         self._owned: dict[int, bool] = {}
         self._step = 0
         self._snapshot: list[torch.Tensor] | None = None
-        self._snapshot_buffers: list[torch.Tensor] | None = None
         self._last_weights: list[torch.Tensor] | None = None  # for step(): ratio between recorded steps
         self._followed_optimizer = False
-        self._buffer = Buffer()
-        self._frames: list[pd.DataFrame] = []
-        self._hist_frames: list[pd.DataFrame] = []
-        self._sink = sink
+        self._records = Records(self.options.bins, sink)
         self.first_nonfinite: dict[str, Any] | None = None
         self.structure: dict[str, Any] | None = None  # the model's wiring, for the residual-aware diagnosis
         self._hooks = HookSet()
@@ -157,10 +118,10 @@ class Probe:
     # -- attaching -------------------------------------------------------------------------------
     def _attach(self, model: nn.Module, modules: str | Sequence[str] | None) -> None:
         leaves = [n for n, m in model.named_modules() if not list(m.children())]
-        chosen = [] if modules is not None and not modules else _select(leaves, modules, "modules")
+        chosen = [] if modules is not None and not modules else select(leaves, modules, "modules")
         by_name = dict(model.named_modules())
         for name in chosen:
-            self._hooks.forward(by_name[name], self._forward_hook(name, family_of(by_name[name])))
+            self._hooks.forward(by_name[name], self._outputs.hook(name, family_of(by_name[name])))
         self._hooks.optimizer(self._explicit_optimizer, self._pre_step, self._post_step)
         if self._scaler is not None:
             self._hooks.scaler_update(self._scaler, self._before_update)
@@ -199,13 +160,18 @@ class Probe:
         self.detach()
 
     @property
+    def cost(self) -> dict[str, Any]:
+        """``{budget, overhead, recorded_steps, steps}``: the probe's time over wall time since it was attached."""
+        return self._cadence.report(self._step)
+
+    @property
     def step_count(self) -> int:
         """Number of optimizer steps seen so far (the step the next records belong to)."""
         return self._step
 
     # -- recording -------------------------------------------------------------------------------
     def _owns(self, optimizer: torch.optim.Optimizer) -> bool:
-        ids = {id(p) for _, p in self._params}
+        ids = {id(p) for _, p in self._params.named}
         return any(id(p) in ids for g in optimizer.param_groups for p in g["params"])
 
     def _follows(self, optimizer: torch.optim.Optimizer) -> bool:
@@ -214,79 +180,46 @@ class Probe:
             self._owned[key] = self._explicit_optimizer is not None or self._owns(optimizer)
         return self._owned[key]
 
-    def _push(self, step: int, quantity: Quantity, names: list[tuple[str, str]], stats: tuple[str, ...],
-              raw: torch.Tensor, meta: list[tuple[float, ...]]) -> None:
-        if names and stats:
-            self._buffer.blocks.append(Block(step, quantity, names, stats, raw, meta))
-            self._buffer.steps.add(step)
-
     def resume_at(self, step: int) -> None:
         """Continue counting from ``step`` (a run restored from a checkpoint), so records keep their steps."""
         self._step = step
 
-    def _record_tensors(self, step: int, quantity: TensorStats, values: list[tuple[str, torch.Tensor]]) -> None:
-        if not values or not quantity.stats:
-            return
-        inputs = [Inputs(t) for _, t in values]
-        raw = stack_rows([quantity.raw(i) for i in inputs])  # (len(values), k)
-        self._push(step, quantity, [_split(n) for n, _ in values], quantity.stats, raw,
-                   [quantity.meta(i) for i in inputs])
-
-    def _record_params(self, step: int) -> None:
-        grads = [(n, p.grad) for n, p in self._params if p.grad is not None]
-        self._record_tensors(step, self._grad_q, grads)
-        self._record_tensors(step, self._weight_q, [(n, p) for n, p in self._params])
-
-    def _record_hists(self, step: int) -> None:
-        for n, p in self._params:
-            layer, tensor = _split(n)
-            for kind, value in ((R.GRAD, p.grad), (R.WEIGHT, p)):
-                if value is not None:
-                    self._buffer.hists.append((step, layer, tensor, kind, histogram(value, self.options.bins)))
-
-    def _record_ratio(self, step: int, before: list[torch.Tensor]) -> None:
-        assert self._ratio_q is not None
-        raw = update_norms(before, [p for _, p in self._params])  # (n_params, 2)
-        self._push(step, self._ratio_q, [_split(n) for n, _ in self._params], (R.UPDATE_RATIO,), raw,
-                   [()] * len(self._params))
-
-    def _snapshot_weights(self, buffers: list[torch.Tensor] | None) -> list[torch.Tensor]:
-        """Copy the weights into reusable buffers (allocated once) in one fused call."""
-        params = [p.detach() for _, p in self._params]
-        if buffers is None:
-            return [p.clone() for p in params]
-        torch._foreach_copy_(buffers, params)
-        return buffers
+    def _record(self, step: int) -> None:
+        """Record everything due at ``step`` except the update ratio (step record, outputs, parameters)."""
+        self._record_step(step, skipped=False)
+        self._records.push([Block(step, quantity, [(row.name, "output")], row.stats, row.raw[None], [row.meta])
+                    for quantity, row in self._outputs.commit(self._loss_scale())])
+        self._records.push(self._params.stats(step))
 
     def _pre_step(self, optimizer: torch.optim.Optimizer) -> None:
         if not self._follows(optimizer):
             return
         self._followed_optimizer = True
-        step = self._step
-        if self._schedule(step):
-            self._record_step(step, skipped=False)
-            self._commit(step)
-            self._record_params(step)
-            if self._ratio_q is not None:
-                self._snapshot = self._snapshot_weights(self._snapshot_buffers)
-                self._snapshot_buffers = self._snapshot
+        step, since = self._step, self._cadence.clock()
+        if self._cadence.due(step):
+            self._record(step)
+            if self._params.ratio_q is not None:
+                self._snapshot = self._params.snapshot(reuse=True)
         if self._hist_schedule(step):
-            self._record_hists(step)
+            self._records.buffer.hists += self._params.hists(step, self.options.bins)
+        self._cadence.spend(since)
 
     def _post_step(self, optimizer: torch.optim.Optimizer) -> None:
         if not self._follows(optimizer):
             return
+        since = self._cadence.clock()
         if self._snapshot is not None:
-            self._record_ratio(self._step, self._snapshot)
+            self._records.push([self._params.ratio(self._step, self._snapshot)])
             self._snapshot = None
         self._advance()
+        self._cadence.spend(since)
 
     def _advance(self) -> None:
         self._step += 1
         self._stepped = True
-        self._pending.clear()
-        if len(self._buffer.steps) >= self.options.flush_every:
-            self.flush()
+        self._outputs.pending.clear()
+        if len(self._records.buffer.steps) >= self.options.flush_every:
+            self._flush()
 
     def step(self) -> None:
         """Record (if due) and advance one step, for loops that update weights without a torch optimizer.
@@ -298,18 +231,17 @@ class Probe:
         """
         if self._followed_optimizer:
             raise GradprobeError("probe.step(): the probe already follows the optimizer's steps; don't call both")
-        step = self._step
-        if self._schedule(step):
-            self._record_step(step, skipped=False)
-            self._commit(step)
-            self._record_params(step)
-            if self._ratio_q is not None:
+        step, since = self._step, self._cadence.clock()
+        if self._cadence.due(step):
+            self._record(step)
+            if self._params.ratio_q is not None:
                 if self._last_weights is not None:
-                    self._record_ratio(step, self._last_weights)
-                self._last_weights = self._snapshot_weights(None)
+                    self._records.push([self._params.ratio(step, self._last_weights)])
+                self._last_weights = self._params.snapshot(reuse=False)
         if self._hist_schedule(step):
-            self._record_hists(step)
+            self._records.buffer.hists += self._params.hists(step, self.options.bins)
         self._advance()
+        self._cadence.spend(since)
 
     def _loss_scale(self) -> torch.Tensor | None:
         """The scaler's current scale (a device tensor: no sync), None without an enabled scaler."""
@@ -319,43 +251,21 @@ class Probe:
 
     def _record_step(self, step: int, skipped: bool) -> None:
         if self._scaler is not None:
-            self._push(step, self._step_q, [("", R.STEP_TENSOR)], self._step_q.stats,
-                       step_row(skipped, self._loss_scale())[None], [()])
+            self._records.push([Block(step, self._step_q, [("", R.STEP_TENSOR)], self._step_q.stats,
+                              step_row(skipped, self._loss_scale())[None], [()])])
 
     def _before_update(self) -> None:
         """Called before ``scaler.update()``: if no optimizer step ran since the last one, the scaler skipped it."""
         if not self._stepped:
+            since = self._cadence.clock()
             self._record_step(self._step, skipped=True)  # the scale the skipped backward overflowed with
             self._advance()  # drops the skipped step's held calls: scaled by an overflowing scale
+            self._cadence.spend(since)
         self._stepped = False
 
     def record_weights(self) -> None:
         """Record weight statistics now, at the current step (e.g. the final weights after training)."""
-        self._record_tensors(self._step, self._weight_q, [(n, p) for n, p in self._params])
-
-    def _forward_hook(self, name: str, family: object) -> Callable[[nn.Module, Any, Any], None]:
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            # Any mode (eval() with frozen BatchNorm trains too); passes without grad are not training.
-            if not torch.is_grad_enabled() or not self._schedule(self._step):
-                return
-            out = first_tensor(output)
-            if out is None or not out.is_floating_point() or out.numel() == 0 or not out.requires_grad:
-                return  # no gradient can reach this output, so no optimizer step uses this pass
-            data = Inputs(out, family=family, source=first_tensor(inputs))
-            call = Call(name, self._act_q.stats_for(data), self._act_q.raw(data), self._act_q.meta(data),
-                        out.shape[0] if out.dim() > 1 else 1, self._act_q.dead_mask(data))
-            self._pending.add(call)
-            # A tensor hook, not a full backward hook: it survives in-place ops after this module.
-            out.register_hook(lambda g: self._pending.on_delta(call, g) if self._attached else None)
-
-        return hook
-
-    def _commit(self, step: int) -> None:
-        """Pool the step's held module-output calls and buffer them (activations, then deltas)."""
-        acts, deltas = self._pending.commit(self._loss_scale())
-        for quantity, rows in ((self._act_q, acts), (self._delta_q, deltas)):
-            for row in rows:
-                self._push(step, quantity, [(row.name, "output")], row.stats, row.raw[None], [row.meta])
+        self._records.push(self._params.weights(self._step))
 
     def diagnose(self, thresholds: Any = None) -> Any:
         """The diagnosis of what was recorded so far (see :func:`gradprobe.diagnose.engine.diagnose`)."""
@@ -366,36 +276,24 @@ class Probe:
     # -- results ---------------------------------------------------------------------------------
     def flush(self) -> None:
         """Move everything buffered to the host (one transfer per device) and hand it to the sink."""
-        blocks, hists = self._buffer.blocks, self._buffer.hists
-        self._buffer = Buffer()
-        if not blocks and not hists:
-            return
-        stats = stats_frame(blocks)
-        hist = hist_frame(hists, self.options.bins)
-        self._note_nonfinite(stats)
-        self._frames.append(stats)
-        self._hist_frames.append(hist)
-        if self._sink is not None:
-            self._sink(stats, hist)
+        since = self._cadence.clock()
+        self._flush()
+        self._cadence.spend(since)
 
-    def _note_nonfinite(self, frame: pd.DataFrame) -> None:
-        if self.first_nonfinite is None:
-            self.first_nonfinite = first_nonfinite(frame)
+    def _flush(self) -> None:
+        stats = self._records.flush()
+        if stats is not None and self.first_nonfinite is None:
+            self.first_nonfinite = first_nonfinite(stats)
 
     def frame(self) -> pd.DataFrame:
         """All statistics recorded so far as a tidy frame with columns :data:`records.STAT_COLUMNS`."""
         self.flush()
-        if not self._frames:
-            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(R.STAT_COLUMNS, (
-                "int64", "object", "object", "object", "object", "float64"))})
-        return pd.concat(self._frames, ignore_index=True)
+        return self._records.frame()
 
     def hists(self) -> pd.DataFrame:
         """All histograms recorded so far, columns :data:`records.HIST_COLUMNS` (edges, counts as arrays)."""
         self.flush()
-        if not self._hist_frames:
-            return pd.DataFrame(columns=list(R.HIST_COLUMNS))
-        return pd.concat(self._hist_frames, ignore_index=True)
+        return self._records.hists()
 
 
 __all__ = ["Probe", "ProbeOptions", "Sink", "first_nonfinite"]

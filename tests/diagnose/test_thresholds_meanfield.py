@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gradprobe.diagnose import thresholds
-from gradprobe.diagnose.meanfield import chi, q_star
+from gradprobe.theory import chi, q_star
 
 
 def test_sigmoid_chi_and_q_star_match_a_numpy_integral() -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradprobe.diagnose.theory import decay_chains
-from gradprobe.models.curves import activation_curve
+from gradprobe.theory import activation_curve, decay_chains
 from gradprobe.train.experiment import load_experiment
 
 

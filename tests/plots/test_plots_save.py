@@ -10,14 +10,15 @@ import pytest
 import torch
 
 from gradprobe import plots
-from gradprobe.diagnose.theory import derivative_chain
+from gradprobe.data.datasets import load_dataset
 from gradprobe.errors import GradprobeError
 from gradprobe.models import activation_spec
-from gradprobe.models.curves import activation_curve
 from gradprobe.plots.histograms import RIDGE_HEIGHT
 from gradprobe.report.boundary import boundary_grid
 from gradprobe.report.figures import CAPTIONS, save_decay_figures, save_figures
 from gradprobe.store import Run, query
+from gradprobe.theory import activation_curve, derivative_chain
+from gradprobe.train import predict
 from gradprobe.train.config import DecayConfig
 from gradprobe.train.experiment import load_experiment
 from gradprobe.train.predict import class_probabilities, load_model
@@ -70,23 +71,24 @@ def test_save_figures_rejects_bad_format_before_writing(circles: list[Run],
 
 def test_decision_boundary_grid_agrees_with_model(spiral: list[Run]) -> None:
     run = spiral[1]
-    grid = boundary_grid(run, resolution=41)
+    grid = boundary_grid(run)
     model, _ = load_model(run)
     rng = np.random.default_rng(0)
-    rows, cols = rng.integers(0, 41, 5), rng.integers(0, 41, 5)
+    rows, cols = rng.integers(0, 200, 5), rng.integers(0, 200, 5)
     points = np.column_stack([grid.xs[cols], grid.ys[rows]])
     expected = class_probabilities(model, points)
     np.testing.assert_allclose(grid.probs[rows, cols], expected, rtol=1e-5, atol=1e-7)
     assert grid.points.shape == (300, 2) and set(np.unique(grid.labels)) == {0, 1, 2}
-    fig = plots.decision_boundary([boundary_grid(r, resolution=41) for r in spiral])
+    fig = plots.decision_boundary([boundary_grid(r) for r in spiral])
     mesh = fig.axes[1].collections[0]
-    np.testing.assert_array_equal(np.asarray(mesh.get_array()).reshape(41, 41), grid.predicted)
+    np.testing.assert_array_equal(np.asarray(mesh.get_array()).reshape(200, 200), grid.predicted)
     assert "relu" in fig.axes[1].get_title() and fig.axes[0].get_xlabel() == "x1"
 
 
 def test_boundary_rejects_bad_resolution(circles: list[Run]) -> None:
+    model, cfg = load_model(circles[0])
     with pytest.raises(GradprobeError, match="resolution: 1"):
-        boundary_grid(circles[0], resolution=1)
+        predict.boundary_grid(model, load_dataset(cfg.data), resolution=1)
 
 
 def test_histogram_ridges_are_the_stored_counts(plot_store: Path, circles: list[Run]) -> None:

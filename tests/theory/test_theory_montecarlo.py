@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from gradprobe import theory
-from gradprobe.diagnose.montecarlo import MonteCarloConfig, backprop_sq_norms, monte_carlo_ratio
 from gradprobe.models import activation_spec
+from gradprobe.theory.montecarlo import MonteCarloConfig, backprop_sq_norms, monte_carlo_ratio
 
 
 def _random_net(n: int, depth: int, k: int, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:

@@ -9,9 +9,6 @@ import typer
 
 from gradprobe.cli.console import out
 from gradprobe.cli.run import StoreOpt
-from gradprobe.diagnose.engine import diagnose as run_diagnosis
-from gradprobe.diagnose.thresholds import Thresholds
-from gradprobe.store.reader import load_run
 
 
 def diagnose(
@@ -36,6 +33,10 @@ def diagnose(
         help="At least this many steps per window [5].", show_default=False)] = None,
 ) -> None:
     """Diagnose RUN: healthy, vanishing, exploding, dead, saturated, stalled or unstable per layer, or frozen."""
+    from gradprobe.diagnose.engine import diagnose as run_diagnosis
+    from gradprobe.diagnose.thresholds import Thresholds
+    from gradprobe.store.reader import load_run
+
     thresholds = Thresholds().replace(
         vanishing_ratio=vanishing_ratio, exploding_ratio=exploding_ratio, dead_fraction=dead_fraction,
         saturated_fraction=saturated_fraction, stalled_ratio=stalled_ratio, window_fraction=window_fraction,

@@ -8,11 +8,8 @@ from typing import Annotated
 import typer
 
 from gradprobe.cli.console import out
-from gradprobe.report.html import write_report
-from gradprobe.report.select import report_dir, resolve_runs
-from gradprobe.store.layout import resolve_store
+from gradprobe.cli.run import StoreOpt
 
-StoreOpt = Annotated[str | None, typer.Option("--store", help="Run store directory (env GRADPROBE_STORE).")]
 RunsArg = Annotated[list[str], typer.Argument(
     help="Run ids, unique run-id prefixes, or experiment names (= the runs of its latest invocation).",
     show_default=False)]
@@ -27,6 +24,10 @@ def report(
     store: StoreOpt = None,
 ) -> None:
     """Write PNG/SVG figures and one self-contained interactive report.html for RUNS."""
+    from gradprobe.report.html import write_report
+    from gradprobe.report.select import report_dir, resolve_runs
+    from gradprobe.store.layout import resolve_store
+
     root = resolve_store(store)
     chosen = resolve_runs(runs, root)
     page, figures = write_report(chosen, out_dir or report_dir(chosen, root))
@@ -41,7 +42,9 @@ def tensorboard(
     store: StoreOpt = None,
 ) -> None:
     """Write RUNS as TensorBoard event files, one sub-folder <experiment>/<arm>/seed<k> each."""
+    from gradprobe.report.select import resolve_runs
     from gradprobe.report.tensorboard import export_runs
+    from gradprobe.store.layout import resolve_store
 
     chosen = resolve_runs(runs, resolve_store(store))
     for run, folder in zip(chosen, export_runs(chosen, logdir)):

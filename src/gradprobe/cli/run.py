@@ -5,23 +5,20 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gradprobe.cli.console import err, out, progress_bars
 from gradprobe.cli.format import json_number, num, pct, table
-from gradprobe.cli.theory import print_decay
-from gradprobe.diagnose.theory import decay_chains
 from gradprobe.errors import GradprobeError
-from gradprobe.report.html import write_report
-from gradprobe.report.select import report_dir
-from gradprobe.store.layout import resolve_store
-from gradprobe.store.reader import load_run
-from gradprobe.train.config import ExperimentConfig, RunConfig
-from gradprobe.train.experiment import Experiment, load_experiment, preset_names, read_source
-from gradprobe.train.loop import RunResult
-from gradprobe.train.runner import SinksFactory, resume_run, run_experiment
+from gradprobe.presets import preset_names, read_source
+
+if TYPE_CHECKING:  # torch, pandas and the store load only when a command needs them
+    from gradprobe.train.config import RunConfig
+    from gradprobe.train.experiment import Experiment
+    from gradprobe.train.loop import RunResult
+    from gradprobe.train.runner import SinksFactory
 
 StoreOpt = Annotated[str | None, typer.Option("--store", help="Run store directory (env GRADPROBE_STORE).")]
 
@@ -58,6 +55,9 @@ def _json_results(exp: Experiment, results: list[RunResult]) -> str:
 
 def _run_decay(exp: Experiment, as_json: bool, figures_to: Path | None) -> None:
     """The no-training preset: print the chained-derivative table and save its figures."""
+    from gradprobe.cli.theory import print_decay
+    from gradprobe.theory import decay_chains
+
     cfg = exp.config.decay
     assert cfg is not None
     chains = decay_chains(cfg.activations, cfg.x, cfg.steps)
@@ -74,6 +74,11 @@ def _run_decay(exp: Experiment, as_json: bool, figures_to: Path | None) -> None:
 
 def _resume(run_id: str, store: str | None, as_json: bool, conflicts: dict[str, object]) -> None:
     """Continue one interrupted run in place and print it like a one-run experiment."""
+    from gradprobe.store.layout import resolve_store
+    from gradprobe.train.config import ExperimentConfig
+    from gradprobe.train.experiment import Experiment
+    from gradprobe.train.runner import resume_run
+
     given = [name for name, value in conflicts.items() if value]
     if given:
         raise GradprobeError(f"--resume: {run_id!r} cannot be combined with {', '.join(given)}; "
@@ -109,27 +114,31 @@ def run(
     tensorboard: Annotated[Path | None, typer.Option(
         "--tensorboard", help="Also log live to this TensorBoard log directory.")] = None,
     engine: Annotated[str, typer.Option(
-        help="loop: one model at a time; ensemble: same-shaped runs trained together (no live TensorBoard).")
-    ] = "loop",
+        help="auto: ensemble where the configs allow it, else loop; loop: one model at a time; "
+             "ensemble: same-shaped runs trained together (no live TensorBoard).")
+    ] = "auto",
 ) -> None:
     """Train every arm of EXPERIMENT (x seeds), store each run, and print the comparison."""
     if resume is not None:
         _resume(resume, store, as_json, {"EXPERIMENT": experiment, "--set": set_, "--seeds": seeds is not None,
                                          "--data-dir": data_dir, "--tensorboard": tensorboard is not None,
-                                         "--engine": engine != "loop",
+                                         "--engine": engine == "ensemble",
                                          "--[no-]stop-on-nonfinite": stop_on_nonfinite is not None})
         return
-    if engine not in ("loop", "ensemble"):
-        raise GradprobeError(f"--engine: {engine!r} is not an engine; allowed: loop, ensemble")
-    if engine == "ensemble" and tensorboard is not None:
-        raise GradprobeError("--engine: 'ensemble' cannot log live to --tensorboard; use --engine loop, "
-                             "or export afterwards with 'gradprobe export tensorboard'")
     if experiment is None:
         raise GradprobeError("experiment: missing; give a preset name (see 'gradprobe presets'), "
                              "a .yaml/.json file, or --resume RUN")
+    from gradprobe.store.layout import resolve_store
+    from gradprobe.train.ensemble import pick_engine, run_experiment_ensembled
+    from gradprobe.train.experiment import load_experiment
+    from gradprobe.train.runner import run_experiment
+
     nonfinite = [] if stop_on_nonfinite is None else [f"train.stop_on_nonfinite={str(stop_on_nonfinite).lower()}"]
     data = [] if data_dir is None else [f"data.data_dir={json.dumps(data_dir)}"]
     exp = load_experiment(experiment, data + (set_ or []) + nonfinite, seeds)
+    engine, note = pick_engine(engine, exp.runs, live_sinks=tensorboard is not None)
+    if note is not None:
+        err.print(note, markup=False, soft_wrap=True)
     if exp.config.kind == "decay":
         stamp = time.strftime("%Y%m%d-%H%M%S")
         _run_decay(exp, as_json, None if no_report else report_to or resolve_store(store) / "reports" /
@@ -142,8 +151,6 @@ def run(
             return lambda done, total: bars.update(task, completed=done, total=total)
 
         if engine == "ensemble":
-            from gradprobe.train.ensemble import run_experiment_ensembled
-
             results = run_experiment_ensembled(exp, root, progress)
         else:
             results = run_experiment(exp, root, progress, _tensorboard_sinks(tensorboard) if tensorboard else None)
@@ -164,6 +171,10 @@ def _tensorboard_sinks(logdir: Path) -> SinksFactory:
 
 def _report(results: list[RunResult], root: Path, folder: Path | None, as_json: bool) -> None:
     """Write the figures and report.html of the stored runs; print the page's path (stderr with --json)."""
+    from gradprobe.report.html import write_report
+    from gradprobe.report.select import report_dir
+    from gradprobe.store.reader import load_run
+
     runs = [load_run(r.run_id, root) for r in results if r.run_id is not None]
     page, _ = write_report(runs, folder or report_dir(runs, root))
     (err if as_json else out).print(f"report: {page}", markup=False, soft_wrap=True)

@@ -5,20 +5,19 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-import pandas as pd
 import typer
 
 from gradprobe import records as R
 from gradprobe.cli.console import out
 from gradprobe.cli.format import num, pct, table
 from gradprobe.cli.run import StoreOpt
-from gradprobe.store.query import query as run_query
-from gradprobe.store.reader import list_runs, load_run
 
 
 def ls(store: StoreOpt = None,
        as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON records.")] = False) -> None:
     """List the runs in the store, oldest first."""
+    from gradprobe.store.reader import list_runs
+
     runs = list_runs(store)
     if as_json:
         typer.echo(runs.to_json(orient="records"))
@@ -37,6 +36,8 @@ def ls(store: StoreOpt = None,
 def show(run: Annotated[str, typer.Argument(help="Run id or a unique prefix of one.")], store: StoreOpt = None,
          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show a run's config, environment, summary and the per-layer gradient table."""
+    from gradprobe.store.reader import load_run
+
     r = load_run(run, store)
     if as_json:
         typer.echo(json.dumps({"run_id": r.run_id, "status": r.status, "config": r.config, "env": r.env,
@@ -67,6 +68,10 @@ def query(sql: Annotated[str, typer.Argument(help="One SELECT over tables runs, 
           as_json: Annotated[bool, typer.Option("--json")] = False,
           limit: Annotated[int, typer.Option(help="Rows to print (the table form).")] = 50) -> None:
     """Run a read-only SQL query over the store (DuckDB)."""
+    import pandas as pd
+
+    from gradprobe.store.query import query as run_query
+
     frame = run_query(sql, store)
     if as_json:
         typer.echo(frame.to_json(orient="records"))

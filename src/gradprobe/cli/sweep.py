@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
 from gradprobe.cli.console import err, out, progress_bars
 from gradprobe.cli.format import json_number, num, pct, table
 from gradprobe.cli.run import StoreOpt
 from gradprobe.errors import GradprobeError
-from gradprobe.store.layout import resolve_store
-from gradprobe.sweep.aggregate import aggregate, collect
-from gradprobe.sweep.grid import Sweep, load_sweep
-from gradprobe.sweep.runner import SweepOptions, SweepOutcome, run_sweep
+
+if TYPE_CHECKING:  # pandas, torch and the store load only when a sweep runs
+    import pandas as pd
+
+    from gradprobe.sweep.grid import Sweep
+    from gradprobe.sweep.runner import SweepOutcome
 
 
 def _pm(mean: float, ci: float, fmt: str) -> str:
     """``mean ± ci`` (the ± part left out when there is no interval)."""
+    import pandas as pd
+
     text = pct(mean) if fmt == "pct" else num(mean, 3)
     if text == "-" or pd.isna(ci):
         return text
@@ -28,6 +31,8 @@ def _pm(mean: float, ci: float, fmt: str) -> str:
 
 
 def _print_table(sweep: Sweep, agg: pd.DataFrame) -> None:
+    import pandas as pd
+
     has_test = bool((agg["test_accuracy_n"] > 0).any())
     cols = ["arm", "grid point", "n", "diverged", "verdicts", "final loss", "train acc"] + (
         ["test acc"] if has_test else []) + ["vanishing factor", "geo. mean factor"]
@@ -86,16 +91,29 @@ def sweep(
     executor: Annotated[str, typer.Option(help="local, process or ray.")] = "local",
     workers: Annotated[int, typer.Option(help="Worker processes / CPUs of a local Ray instance.")] = 2,
     address: Annotated[str | None, typer.Option(help="Ray cluster to join, e.g. auto.")] = None,
-    engine: Annotated[str, typer.Option(help="loop (one config at a time) or ensemble.")] = "loop",
+    engine: Annotated[str, typer.Option(
+        help="auto (ensemble where the configs allow it, else loop), loop (one config at a time) or ensemble.")
+    ] = "auto",
     store: StoreOpt = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Save the figures as PNG here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
 ) -> None:
     """Train EXPERIMENT over a grid x seeds (finished configurations are skipped) and pool per grid point."""
+    from gradprobe.store.layout import resolve_store
+    from gradprobe.sweep.aggregate import aggregate, collect
+    from gradprobe.sweep.grid import load_sweep
+    from gradprobe.sweep.runner import SweepOptions, run_sweep
+
     spec = load_sweep(experiment, [*(grid or []), *(axes or [])], set_ or [], seeds)
     if address is not None and executor != "ray":
         raise GradprobeError(f"--address: {address!r} needs --executor ray; allowed with {executor!r}: none")
     root = resolve_store(store)
+    if engine == "auto":
+        from gradprobe.train.ensemble import pick_engine
+
+        note = pick_engine(engine, [item.config for item in spec.items])[1]
+        if note is not None:
+            err.print(note, markup=False, soft_wrap=True)
     options = SweepOptions(executor=executor, workers=workers, address=address, engine=engine)
     with progress_bars() as bars:
         task = bars.add_task(f"sweep {spec.experiment.name}", total=None)

@@ -10,12 +10,12 @@ import typer
 
 from gradprobe.cli.console import err, out
 from gradprobe.cli.format import json_number, num, table
-from gradprobe.diagnose.theory import decay_chains
 from gradprobe.errors import GradprobeError
-from gradprobe.theory import TheoryResult, predict, sigma_w2_for_init
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # scipy and torch load only when a command computes
     from matplotlib.figure import Figure
+
+    from gradprobe.theory import TheoryResult
 
 _DEFAULT_CHI_ACTIVATIONS = ("sigmoid", "tanh", "relu")
 _PLOT_SUFFIXES = (".png", ".pdf", ".svg")
@@ -86,6 +86,8 @@ def theory(
     plot: PlotOpt = None,
 ) -> None:
     """Mean-field q*, chi and chi^(L-l); with --width a Monte Carlo check over random networks."""
+    from gradprobe.theory import predict, sigma_w2_for_init
+
     if (init is None) == (sigma_w2 is None):
         raise GradprobeError(f"theory: --init={init!r} and --sigma-w2={sigma_w2!r}; "
                              "allowed: exactly one of them")
@@ -114,6 +116,8 @@ def decay(
     plot: PlotOpt = None,
 ) -> None:
     """Running product of phi'(x) over n layers: how fast a gradient shrinks at a fixed x."""
+    from gradprobe.theory import decay_chains
+
     if steps < 1 or steps > 1000:
         raise GradprobeError(f"decay.steps: {steps!r} is out of range; allowed: integers 1..1000")
     _check_plot_path(plot)

@@ -7,7 +7,7 @@ Mean-field theory (Schoenholz et al. 2017) gives the gain per layer of the *squa
 ``chi = sigma_w^2 E[phi'(h)^2]`` at the fixed point ``q*`` of the variance map; the mean |delta|
 therefore changes by ``sqrt(chi)`` per layer, and the ratio over L layers scales as ``chi^(L/2)``.
 Sigmoid layers with N(0, 1) weights of fan-in 5 (``sigma_w^2 = 5``) have ``q* = 1.541`` and
-``chi = 0.200`` (``diagnose.meanfield``; a direct NumPy integral agrees to 1e-10): |delta| shrinks
+``chi = 0.200`` (``theory.meanfield``; a direct NumPy integral agrees to 1e-10): |delta| shrinks
 to 0.45 per layer and to ``0.200^2 = 1/25`` over 4 layers at initialisation. He-initialised ReLU
 layers have ``chi = 1``. Measured on the ``circles-deep`` preset (median over the run): sigmoid
 1/16, tanh 5.8x, ReLU 6.8x. Residual streams, normalisation layers and tied weights break the
@@ -44,8 +44,8 @@ class Thresholds:
     # stream grows); unnormalised residual MLP with N(0, 1) weights ~20.
     stream_gain: float = 3.0
     # Dead: at least this fraction of the units after a weight layer have a ~0 derivative (ReLU: input
-    # <= 0) for every example of a batch. Half the units gone halves the layer's width and its gradient; a few dead units
-    # are normal in ReLU nets (He-initialised nets show 0-20%).
+    # <= 0) for every example of a batch. Half the units gone halves the layer's width and its
+    # gradient; a few dead units are normal in ReLU nets (He-initialised nets show 0-20%).
     dead_fraction: float = 0.5
     # Saturated: at least this fraction of a bounded activation's outputs lie within 1% of the range
     # from an asymptote, where sigma' or tanh' is below 0.04: most of the layer passes no gradient.

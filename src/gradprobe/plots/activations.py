@@ -13,7 +13,7 @@ from gradprobe.plots.style import arm_colors, new_figure, positive
 
 __all__ = ["activation_curves", "activation_overlay", "derivative_decay"]
 
-Curve = Mapping[str, Any]  # gradprobe.models.curves.activation_curve output
+Curve = Mapping[str, Any]  # gradprobe.theory.activation_curve output
 _X_STYLES = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D")
 
@@ -33,7 +33,7 @@ def _padded(values: np.ndarray) -> tuple[float, float]:
 def activation_curves(curves: Sequence[Curve]) -> Figure:
     """Each activation (with its tangent at a point) beside its derivative, one row each.
 
-    Requires: arrays from ``gradprobe.models.curves.activation_curve`` (no records).
+    Requires: arrays from ``gradprobe.theory.activation_curve`` (no records).
 
     Args:
         curves: dicts with ``spec``, ``at``, ``x``, ``f``, ``df``, ``tangent`` (over ``tangent_x``, else ``x``).
@@ -79,7 +79,7 @@ def activation_curves(curves: Sequence[Curve]) -> Figure:
 def activation_overlay(curves: Sequence[Curve]) -> Figure:
     """Several activations on one axes and their derivatives on a second.
 
-    Requires: arrays from ``gradprobe.models.curves.activation_curve`` (no records).
+    Requires: arrays from ``gradprobe.theory.activation_curve`` (no records).
 
     Args:
         curves: dicts with ``spec``, ``x``, ``f``, ``df``.
@@ -115,7 +115,7 @@ def activation_overlay(curves: Sequence[Curve]) -> Figure:
 def derivative_decay(chains: Sequence[Mapping[str, Any]]) -> Figure:
     """Running product of n derivative factors phi'(x) for several activations and x (log y).
 
-    Requires: ``gradprobe.diagnose.theory.derivative_chain`` outputs (no records).
+    Requires: ``gradprobe.theory.derivative_chain`` outputs (no records).
 
     Args:
         chains: dicts ``{"activation": str, "x": float, "products": list[float]}``, products

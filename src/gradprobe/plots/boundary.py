@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from gradprobe.errors import GradprobeError
 from gradprobe.plots.style import arm_colors, new_figure
+from gradprobe.store.artifacts import BoundaryGrid
 
 __all__ = ["CLASS_COLORS", "BoundaryGrid", "decision_boundary"]
 
@@ -21,29 +20,11 @@ CLASS_COLORS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class BoundaryGrid:
-    """A model's class probabilities over a grid of the input plane, and the data it saw."""
-
-    arm: str
-    xs: np.ndarray  # (nx,) grid x coordinates
-    ys: np.ndarray  # (ny,) grid y coordinates
-    probs: np.ndarray  # (ny, nx, classes) class probabilities at (xs[j], ys[i])
-    points: np.ndarray  # (n, 2) data points
-    labels: np.ndarray  # (n,) int class of each point
-    accuracy: float | None = None  # accuracy on ``points``, shown in the title
-
-    @property
-    def predicted(self) -> np.ndarray:
-        """Predicted class (ny, nx): argmax of ``probs``."""
-        return np.argmax(self.probs, axis=-1)
-
-
 def decision_boundary(grids: Sequence[BoundaryGrid], title: str | None = None) -> Figure:
     """Predicted class regions over the input plane with the data points, one panel per arm.
 
-    Requires: a stored model per run (``model.pt``) and 2-D data; build the grids with
-    ``gradprobe.report.boundary.boundary_grid``.
+    Requires: a decision-boundary grid stored per run (runs on 2-D data store one when they
+    finish); read them with ``gradprobe.report.boundary.boundary_grid``.
 
     Args:
         grids: one grid per arm, in arm order.

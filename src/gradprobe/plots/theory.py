@@ -8,10 +8,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from gradprobe.diagnose.meanfield import chi, q_star, sigma_w2_for_init
-from gradprobe.diagnose.theory import TheoryResult, measured_ratio
 from gradprobe.errors import GradprobeError
 from gradprobe.store.reader import Run
+from gradprobe.theory import TheoryResult, chi, measured_ratio, q_star, sigma_w2_for_init
 
 __all__ = ["chi_vs_sigma", "predicted_vs_measured"]
 

@@ -1,70 +1,37 @@
 """Statistics of module outputs: mean, std, non-finite count, dead units, saturation and negative inputs.
 
-Which output statistics apply depends on the module's activation family, looked up in a table keyed
-by module class (walking the MRO, so subclasses inherit their parent's family) rather than by
+Which output statistics apply depends on the module's activation family (``gradprobe.activations``),
+looked up in a table keyed by module class (walking the MRO, so subclasses inherit their parent's family) rather than by
 ``isinstance`` chains. A unit is dead when the activation's local derivative is ~0 for every example:
 exactly 0 in ReLU-like flat regions, below :data:`DEAD_TOLERANCE` in the tails of smooth activations.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch import nn
 
 from gradprobe import records as R
+from gradprobe.activations import DeadRegion, Family, families
 from gradprobe.quantities.base import Inputs, Quantity
 from gradprobe.quantities.tensor_stats import finalize_moments, moments_for, tensor_moments
 
 DEAD_TOLERANCE = 1e-3  # |f'(x)| below this passes no useful gradient (the slopes of these activations peak near 1)
 
 
-@dataclass(frozen=True)
-class DeadRegion:
-    """Where the derivative is ~0: ``v <= below`` or ``v >= above`` (``<``/``>`` if strict), v the input or output."""
-
-    below: float | None = None
-    above: float | None = None
-    strict: bool = False  # Hardswish: autograd's slope at -3 is -0.5, only x < -3 is flat
-    on_output: bool = False  # test the output: the same set for ReLU/ReLU6/Hardtanh, and it survives in-place
-
-
-@dataclass(frozen=True)
-class Family:
-    """How an activation can fail: dead units (a flat region), saturation (asymptotes lo, hi), or neither.
-
-    ``smooth_from`` marks a smooth activation whose tail is flat to :data:`DEAD_TOLERANCE` left of
-    the threshold :func:`family_of` solves for, searching left from this point (|f'| grows towards it).
-    ``leaky`` units pass a gradient for negative inputs and are never dead; they record ``negative_frac``.
-    """
-
-    dead: DeadRegion | None = None
-    bounds: tuple[float, float] | None = None
-    smooth_from: float | None = None
-    leaky: bool = False
-
-
-RELU = Family(dead=DeadRegion(below=0.0, on_output=True))
-LEAKY = Family(leaky=True)
+# gradprobe's own activations bring their family from the registry; torch modules without a gradprobe
+# spec are listed here so the probe classifies them in any user model.
 FAMILIES: dict[type, Family] = {
-    nn.ReLU: RELU,
+    **families(),
     nn.ReLU6: Family(dead=DeadRegion(below=0.0, above=6.0, on_output=True), bounds=(0.0, 6.0)),
-    nn.LeakyReLU: LEAKY,
-    nn.RReLU: LEAKY,
-    nn.PReLU: LEAKY,
-    nn.ELU: Family(smooth_from=0.0),
+    nn.RReLU: Family(leaky=True),
+    nn.PReLU: Family(leaky=True),
     nn.CELU: Family(smooth_from=0.0),
-    nn.SELU: Family(smooth_from=0.0),
-    nn.Softplus: Family(smooth_from=0.0),
-    nn.GELU: Family(smooth_from=-1.5),  # f' has its minimum at -sqrt(2)
-    nn.SiLU: Family(smooth_from=-2.5),  # minimum near -2.40
     nn.Mish: Family(smooth_from=-2.5),  # minimum near -2.2
-    nn.Hardswish: Family(dead=DeadRegion(below=-3.0, strict=True)),
-    nn.Sigmoid: Family(bounds=(0.0, 1.0)),
-    nn.Hardsigmoid: Family(dead=DeadRegion(below=-3.0, above=3.0), bounds=(0.0, 1.0)),
-    nn.Tanh: Family(bounds=(-1.0, 1.0)),
+    nn.Hardswish: Family(dead=DeadRegion(below=-3.0)),  # torch 2.13's backward is 0 at x = -3 itself
     nn.Softsign: Family(bounds=(-1.0, 1.0)),
     # The module's own min_val/max_val win, see family_of.
     nn.Hardtanh: Family(dead=DeadRegion(below=-1.0, above=1.0, on_output=True), bounds=(-1.0, 1.0)),

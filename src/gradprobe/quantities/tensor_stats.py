@@ -9,10 +9,14 @@ redone on ``x / max|x|`` and the scale is multiplied back in float64. On CPU tha
 reduction came out non-finite (reading it is free there); on accelerators, where reading it would be a
 host sync, always. Measured on CPU, ``torch.isfinite(x).sum()`` costs more than all the other
 reductions together, so there non-finite entries are only counted when a reduction is non-finite,
-which any NaN/Inf entry makes it; the count is exact either way.
+which any NaN/Inf entry makes it; the count is exact either way. A group of tensors (all gradients
+of a step) is reduced tensor by tensor but stacked and checked once (:func:`group_moments`): on small
+models the cost is op dispatch, and the per-tensor stack/check/count ops were half of it.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -46,9 +50,8 @@ def _reduce(x: torch.Tensor, moments: tuple[str, ...]) -> list[torch.Tensor]:
             parts.append(total)  # type: ignore[arg-type]
         elif m == SUM_ABS:
             parts.append(ax.sum())  # type: ignore[union-attr]
-        elif m == ROOT_SSD:
-            dev = (x - total / x.numel()).reshape(-1)  # type: ignore[operator]  # fresh, contiguous: a view
-            parts.append(torch.linalg.vector_norm(dev))
+        elif m == ROOT_SSD:  # x - mean is fresh and contiguous: the norm reads it as a flat view
+            parts.append(torch.linalg.vector_norm(x - total / x.numel()))  # type: ignore[operator]
         elif m == MAX_ABS:
             parts.append(ax.amax())  # type: ignore[union-attr]
         else:  # NONZERO
@@ -68,29 +71,71 @@ def _scaled(x: torch.Tensor, moments: tuple[str, ...]) -> torch.Tensor:
     return torch.where(linear, raw * scale.to(acc), raw)
 
 
+def _prepared(x: torch.Tensor) -> torch.Tensor:
+    # No reshape: Linear weight gradients are often transposed views, and flattening copies them.
+    x = x.detach()
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()  # half precision loses small stats
+
+
+def _exact(x: torch.Tensor, moments: tuple[str, ...]) -> torch.Tensor:
+    """One tensor's row, re-reduced on ``x / max|x|`` where that is needed, and its exact non-finite count."""
+    plain = tuple(m for m in moments if m != NONFINITE)
+    count = torch.count_nonzero(x - x)  # x - x is NaN exactly where x is not finite
+    if x.device.type != "cpu" or not bool(count):  # finite entries, overflowing reductions
+        raw = _scaled(x, plain)
+    else:
+        raw = torch.stack(_reduce(x, plain)).to(torch.float64) if plain else x.new_zeros(0, dtype=torch.float64)
+    return torch.cat([raw, count.to(raw.dtype)[None]]) if NONFINITE in moments else raw
+
+
+_ZERO: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}  # the non-finite count of finite rows, shared
+
+
+def _zero(x: torch.Tensor) -> torch.Tensor:
+    key = (x.dtype, x.device)
+    if key not in _ZERO:
+        _ZERO[key] = x.new_zeros(())
+    return _ZERO[key]
+
+
+def group_moments(xs: list[torch.Tensor], moments: tuple[str, ...]) -> torch.Tensor:
+    """Raw reductions of every tensor in ``xs`` in one stacked block, shape ``(len(xs), len(moments))``.
+
+    On CPU each tensor costs only its reductions; the rows are stacked once and checked for
+    non-finite values with one host read, and only rows that came out non-finite are redone by
+    :func:`_exact` (float64 there). Elsewhere every row is :func:`_exact`'s, which never reads the host.
+    """
+    xs = [_prepared(x) for x in xs]
+    if not xs or not moments:
+        return torch.zeros(len(xs), 0)
+    if any(x.device.type != "cpu" for x in xs):
+        return stack_rows([_exact(x, moments) for x in xs])
+    plain = tuple(m for m in moments if m != NONFINITE)
+    rows = [_reduce(x, plain) for x in xs]
+    if NONFINITE in moments:  # 0 where finite: known without a reduction once the block is checked
+        rows = [r + [_zero(x)] for r, x in zip(rows, xs)]
+    if len({x.dtype for x in xs}) > 1:
+        rows = [[v.double() for v in r] for r in rows]
+    raw = torch.stack([v for r in rows for v in r]).view(len(xs), len(moments))  # (N, k)
+    if math.isfinite(raw.sum().item()):
+        return raw
+    finite = torch.isfinite(raw).all(1).tolist()
+    return stack_rows([raw[i] if ok else _exact(x, moments) for i, (ok, x) in enumerate(zip(finite, xs))])
+
+
+def stack_rows(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Stack 1-d raw rows, promoting to float64 where some are (rows re-reduced to avoid overflow)."""
+    if len({r.dtype for r in rows}) > 1:
+        rows = [r.double() for r in rows]
+    return torch.stack(rows)
+
+
 def tensor_moments(x: torch.Tensor, moments: tuple[str, ...]) -> torch.Tensor:
     """Stack the requested raw reductions of ``x``; shape ``(len(moments),)``, on ``x``'s device.
 
     float32 for a float32 tensor on CPU unless a reduction overflowed, float64 otherwise (see the module doc).
     """
-    # No reshape: Linear weight gradients are often transposed views, and flattening copies them.
-    x = x.detach()
-    x = x if x.dtype in (torch.float32, torch.float64) else x.float()  # half precision loses small stats
-    plain = tuple(m for m in moments if m != NONFINITE)
-    if x.device.type != "cpu":
-        raw = _scaled(x, plain)
-        if NONFINITE in moments:  # x - x is NaN exactly where x is not finite
-            raw = torch.cat([raw, torch.count_nonzero(x - x).to(raw.dtype)[None]])
-        return raw
-    raw = torch.stack(_reduce(x, plain)) if plain else x.new_zeros(0)
-    count = None
-    if not bool(torch.isfinite(raw).all()):
-        count = torch.count_nonzero(x - x)
-        if not bool(count):  # finite entries, overflowing reductions
-            raw = _scaled(x, plain)
-    if NONFINITE in moments:
-        raw = torch.cat([raw, (count if count is not None else torch.zeros((), dtype=torch.long)).to(raw.dtype)[None]])
-    return raw
+    return group_moments([x], moments)[0]
 
 
 def merge_moments(rows: torch.Tensor, numel: list[float], moments: tuple[str, ...]) -> torch.Tensor:
@@ -160,6 +205,10 @@ class TensorStats(Quantity):
     def raw(self, inputs: Inputs) -> torch.Tensor:
         return tensor_moments(inputs.value, self.moments)
 
+    def raw_block(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """Raw rows of several tensors at once, ``(len(tensors), k)`` (see :func:`group_moments`)."""
+        return group_moments(tensors, self.moments)
+
     def meta(self, inputs: Inputs) -> tuple[float, ...]:
         return (float(inputs.value.numel()), float(sum(inputs.value.shape)))
 
@@ -167,5 +216,5 @@ class TensorStats(Quantity):
         return finalize_moments(raw, self.moments, meta[:, 0], meta[:, 1], stats)
 
 
-__all__ = ["LINEAR", "TensorStats", "finalize_moments", "merge_moments", "moments_for", "tensor_moments",
-           "tensor_stats"]
+__all__ = ["LINEAR", "TensorStats", "finalize_moments", "group_moments", "merge_moments", "moments_for",
+           "stack_rows", "tensor_moments", "tensor_stats"]

@@ -11,15 +11,14 @@ from matplotlib.figure import Figure
 
 from gradprobe import plots
 from gradprobe import records as R
-from gradprobe.diagnose.theory import derivative_chain
 from gradprobe.errors import GradprobeError
-from gradprobe.models.curves import activation_curve
 from gradprobe.plots.curves import experiment_title
 from gradprobe.plots.select import group_runs, stat_table
-from gradprobe.report.boundary import boundary_grid, is_planar
+from gradprobe.report.boundary import boundary_grid
+from gradprobe.store.artifacts import has_boundary
 from gradprobe.store.atomic import atomic_path
-from gradprobe.store.layout import MODEL
 from gradprobe.store.reader import Run
+from gradprobe.theory import activation_curve, derivative_chain
 from gradprobe.train.config import DecayConfig
 
 __all__ = ["CAPTIONS", "FORMATS", "save_decay_figures", "save_figure", "save_figures"]
@@ -109,11 +108,11 @@ def _plan(runs: Sequence[Run]) -> list[tuple[str, Builder]]:
     add("08-unit-health", health["step"].nunique() > 1, lambda: plots.unit_health(runs),
         "no dead/saturated unit records")
     firsts = [group[0] for group in groups.values()]
-    drawable = all(is_planar(r) and (r.path / MODEL).is_file() for r in firsts)
+    drawable = all(has_boundary(r.path) for r in firsts)
     add("09-decision-boundary", drawable,
         lambda: plots.decision_boundary([boundary_grid(r) for r in firsts], experiment_title(
             firsts, "decision boundary, predicted class over the input plane")),
-        "data not 2-D or no stored model")
+        "data not 2-D or no stored grid")
     for kind, number in ((R.GRAD, "10"), (R.WEIGHT, "11")):
         for arm, group in groups.items():
             hists = group[0].hists()

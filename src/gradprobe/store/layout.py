@@ -21,6 +21,7 @@ RUNS_DIR: Final = "runs"
 RUN_JSON: Final = "run.json"
 CHECKPOINT: Final = "checkpoint.pt"
 MODEL: Final = "model.pt"
+BOUNDARY: Final = "boundary.npz"  # decision-boundary grid of a run on 2-D data
 TMP_PREFIX: Final = ".tmp-"
 PART_KINDS: Final = ("stats", "metrics", "hists")
 
@@ -79,6 +80,7 @@ _PART = re.compile(r"(stats|metrics|hists)-(\d{6,})\.parquet")
 _LIMITS: Final = (48, 32, 12)
 
 __all__ = [
+    "BOUNDARY",
     "BYTE_STREAM_SPLIT",
     "CHECKPOINT",
     "COLUMNS",

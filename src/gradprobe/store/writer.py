@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["RunWriter", "to_table"]
+__all__ = ["RunWriter", "is_being_written", "to_table"]
 
 
 def to_table(kind: str, frame: pd.DataFrame, run_id: str) -> pa.Table:
@@ -76,6 +77,25 @@ def to_table(kind: str, frame: pd.DataFrame, run_id: str) -> pa.Table:
     return table.replace_schema_metadata(None)
 
 
+def _owner() -> dict[str, Any]:
+    """Which process writes a run, so resuming can refuse a run that is still being written."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def is_being_written(meta: dict[str, Any]) -> bool:
+    """Whether another live process on this host is writing the run whose ``meta`` this is."""
+    pid = meta.get("pid")
+    if meta.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def _now(clock: Callable[[], float]) -> str:
     """Return ``clock()`` as an ISO-8601 UTC stamp with milliseconds (sorts as text)."""
     return datetime.fromtimestamp(clock(), timezone.utc).isoformat(timespec="milliseconds")
@@ -101,6 +121,8 @@ class RunWriter:
     ) -> None:
         """Create the run directory (it must not exist) and write ``run.json`` with status running.
 
+        ``meta`` gains the creation time and the writing process (pid, host).
+
         Raises:
             GradprobeError: if the run id is invalid or the run already exists.
         """
@@ -110,7 +132,7 @@ class RunWriter:
             "status": RUNNING,
             "config": dict(config),
             "env": dict(env),
-            "meta": {"created": _now(clock), **meta},
+            "meta": {"created": _now(clock), **meta, **_owner()},
             "summary": {},
             "error": None,
         }
@@ -141,7 +163,7 @@ class RunWriter:
     def resume(
         cls, root: str | os.PathLike[str] | None, run_id: str, *, flush_rows: int = 200_000
     ) -> RunWriter:
-        """Reopen an existing run: status back to running, part numbering continued.
+        """Reopen an existing run: status back to running, this process its writer, part numbering continued.
 
         Raises:
             GradprobeError: if the run or its ``run.json`` is missing or unreadable.
@@ -163,6 +185,7 @@ class RunWriter:
                 with contextlib.suppress(OSError):
                     entry.unlink()
         self._doc.update(status=RUNNING, error=None)
+        self._doc.setdefault("meta", {}).update(_owner())
         self._write_json()
         return self
 

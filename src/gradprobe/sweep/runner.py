@@ -28,7 +28,7 @@ from gradprobe.train.config import RunConfig
 log = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "process", "ray")
-ENGINES = ("loop", "ensemble")
+ENGINES = ("auto", "loop", "ensemble")
 RAY_INSTALL = "pip install gradprobe[ray]"
 SweepProgress = Callable[[float, int], None]  # (configurations done, possibly fractional; total)
 Hook = Callable[[RunConfig], None]
@@ -41,7 +41,7 @@ class SweepOptions:
     executor: str = "local"  # local (sequential, in-process), process or ray
     workers: int = 2  # worker processes, or CPUs of a local Ray instance
     address: str | None = None  # Ray cluster to join ("auto": the one `ray start --head` started); None: new local
-    engine: str = "loop"  # loop: one config at a time; ensemble: gradprobe.train.ensemble groups
+    engine: str = "loop"  # loop: one config at a time; ensemble: gradprobe.train.ensemble groups; auto: both
     group_size: int | None = None  # configs per task; None: 1 for process, n / (2 workers) for ray
     hook: Hook | None = None  # called in the worker before each config trains (instrumentation, tests)
 
@@ -86,13 +86,20 @@ def _ensemble() -> Any:
     return ensemble
 
 
-def _groups(items: Sequence[SweepItem], engine: str, size: int) -> list[tuple[SweepItem, ...]]:
-    """Split into tasks: chunks of ``size`` (loop) or the ensemble's trainable-together groups."""
-    if engine == "ensemble":
-        by_hash = {i.config_hash: i for i in items}
-        groups = _ensemble().group_configs([i.config for i in items])
-        return [tuple(by_hash[config_hash(c.model_dump(mode="json"))] for c in g) for g in groups]
-    return [tuple(items[k:k + size]) for k in range(0, len(items), size)]
+def _groups(items: Sequence[SweepItem], engine: str, size: int) -> list[tuple[tuple[SweepItem, ...], str]]:
+    """Split into tasks and their engines: chunks of ``size`` (loop) or the ensemble's trainable-together groups.
+
+    Under ``auto`` a group the ensemble cannot train (see ``ensemble.loop_reason``) takes the loop.
+    """
+    if engine == "loop":
+        return [(tuple(items[k:k + size]), "loop") for k in range(0, len(items), size)]
+    ensemble = _ensemble()
+    by_hash = {i.config_hash: i for i in items}
+    tasks = []
+    for group in ensemble.group_configs([i.config for i in items]):
+        chosen = "loop" if engine == "auto" and not ensemble.can_ensemble(group) else "ensemble"
+        tasks.append((tuple(by_hash[config_hash(c.model_dump(mode="json"))] for c in group), chosen))
+    return tasks
 
 
 def _train_loop(task: SweepTask, items: list[SweepItem], data: Dataset,
@@ -240,8 +247,8 @@ def run_sweep(sweep: Sweep, store: str | os.PathLike[str] | None, options: Sweep
         return outcome
     size = options.group_size or (1 if options.executor != "ray"
                                   else math.ceil(len(todo) / (2 * options.workers)))
-    tasks = [SweepTask(g, root, sweep.sweep_id, options.engine, options.hook)
-             for g in _groups(todo, options.engine, size)]
+    tasks = [SweepTask(group, root, sweep.sweep_id, engine, options.hook)
+             for group, engine in _groups(todo, options.engine, size)]
     if options.executor == "local":
         _run_local(tasks, report, len(todo), outcome)
     elif options.executor == "process":

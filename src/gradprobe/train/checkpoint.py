@@ -8,10 +8,7 @@ records made between the last checkpoint and the kill are dropped and made again
 
 from __future__ import annotations
 
-import contextlib
 import math
-import pickle
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +16,7 @@ from typing import Any
 import torch
 
 from gradprobe.errors import GradprobeError
-from gradprobe.store.atomic import atomic_path
-from gradprobe.store.layout import PART_KINDS
-from gradprobe.store.reader import part_files
+from gradprobe.store.artifacts import read_checkpoint, write_checkpoint
 
 # With no train.checkpoint_every, a run with a store checkpoints about this many times.
 DEFAULT_CHECKPOINTS = 10
@@ -56,63 +51,31 @@ def checkpoint_cadence(every: int | None, steps_per_epoch: int, total_steps: int
     return epochs * max(1, steps_per_epoch)
 
 
-def count_parts(run_path: Path) -> dict[str, int]:
-    """Number of part files of each kind in a run directory."""
-    return {kind: len(part_files(run_path, kind)) for kind in PART_KINDS}
-
-
 def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
-    """Write ``ckpt`` with torch.save through a temporary file, fsync and rename."""
-    with atomic_path(path) as tmp:
-        torch.save(asdict(ckpt), tmp)
+    """Write ``ckpt`` to ``path`` (``<run>/checkpoint.pt``) atomically, through the store."""
+    write_checkpoint(path, asdict(ckpt))
 
 
 def load_checkpoint(path: Path) -> Checkpoint | None:
-    """Read a checkpoint with ``weights_only=True`` (nothing is unpickled); None if there is none.
+    """Read the checkpoint at ``path`` (nothing is unpickled); None if there is none.
 
     Raises:
         GradprobeError: if the file exists but is not a readable checkpoint.
     """
-    if not path.is_file():
+    raw = read_checkpoint(path)
+    if raw is None:
         return None
     try:
-        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
-            warnings.simplefilter("ignore")
-            raw = torch.load(path, map_location="cpu", weights_only=True)
         return Checkpoint(**raw)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, TypeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GradprobeError(
-            f"checkpoint: {str(path)!r} is not a readable checkpoint ({first}); "
-            "delete it to restart the run from step 0"
-        ) from None
-
-
-def drop_later_parts(run_path: Path, parts: dict[str, int]) -> int:
-    """Delete the part files written after a checkpoint (index > ``parts[kind]``).
-
-    Args:
-        run_path: the run directory.
-        parts: part files per kind when the checkpoint was written (missing kind: 0).
-
-    Returns:
-        The number of files deleted.
-    """
-    dropped = 0
-    for kind in PART_KINDS:
-        for extra in part_files(run_path, kind)[parts.get(kind, 0):]:
-            with contextlib.suppress(FileNotFoundError):
-                extra.unlink()
-                dropped += 1
-    return dropped
+    except TypeError as exc:
+        raise GradprobeError(f"checkpoint: {str(path)!r} is not a readable checkpoint ({exc}); "
+                             "delete it to restart the run from step 0") from None
 
 
 __all__ = [
     "DEFAULT_CHECKPOINTS",
     "Checkpoint",
     "checkpoint_cadence",
-    "count_parts",
-    "drop_later_parts",
     "load_checkpoint",
     "save_checkpoint",
 ]

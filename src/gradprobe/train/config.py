@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from gradprobe import records as R
 from gradprobe.data.config import DataConfig
 from gradprobe.models.config import ModelConfig
+from gradprobe.schedules import parse_cadence
 
 Cadence = int | Literal["epoch"]
+# A recording cadence: 10, "epoch", "log_spaced:50" or "at:0,10,100" (see schedules.cadence_schedule).
+RecordCadence = int | str
 
 
 class _Strict(BaseModel):
@@ -81,8 +84,8 @@ def _check_stats(field: str, value: list[str] | None, allowed: tuple[str, ...]) 
 class RecordConfig(_Strict):
     """What the probe records and how often."""
 
-    every: Cadence = 1  # optimizer steps between records
-    hist_every: Cadence | None = None  # histogram cadence; None: no histograms
+    every: RecordCadence = 1  # steps between records, "epoch", "log_spaced:N" (N steps) or "at:0,10,100"
+    hist_every: RecordCadence | None = None  # histogram cadence, the same forms; None: no histograms
     bins: int = Field(30, ge=2, le=1000)
     params: list[str] | None = None  # fnmatch patterns of parameter names; None: all
     modules: list[str] | None = None  # fnmatch patterns of modules whose outputs are recorded; None: all leaves
@@ -93,8 +96,10 @@ class RecordConfig(_Strict):
 
     @field_validator("every", "hist_every")
     @classmethod
-    def _cadence(cls, value: Cadence | None) -> Cadence | None:
-        return _check_cadence("record.every", value)
+    def _cadence(cls, value: RecordCadence | None, info: ValidationInfo) -> RecordCadence | None:
+        if value is not None:
+            parse_cadence(f"record.{info.field_name}", value)
+        return value
 
     @field_validator("grad_stats", "delta_stats", "weight_stats", "activation_stats")
     @classmethod
@@ -148,9 +153,11 @@ class ExperimentConfig(_Strict):
 
 
 __all__ = [
+    "Cadence",
     "DecayConfig",
     "ExperimentConfig",
     "OptimizerConfig",
+    "RecordCadence",
     "RecordConfig",
     "RunConfig",
     "TrainConfig",

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,11 +23,12 @@ from gradprobe.store.writer import RunWriter
 from gradprobe.train.config import RunConfig
 from gradprobe.train.ensemble_kernels import supported
 from gradprobe.train.ensemble_loop import EnsembleTrainer
-from gradprobe.train.env import environment
+from gradprobe.train.env import open_run
 from gradprobe.train.experiment import Experiment
 from gradprobe.train.loop import Progress, RunResult
 from gradprobe.train.runner import prepare, run_one
 
+ENGINES = ("auto", "loop", "ensemble")
 # Fields a member may change without changing any tensor shape or the training schedule.
 _FREE = ("experiment", "arm", "arm_index", "seed")
 _FREE_MODEL = ("activation", "init", "output_init", "bias_init", "hidden", "depth", "width")
@@ -45,9 +44,44 @@ def _key(cfg: RunConfig) -> str:
     return json.dumps(raw, sort_keys=True)
 
 
+def loop_reason(cfg: RunConfig) -> str | None:
+    """Why only the one-model loop trains ``cfg`` (maxout, linear, checkpointing), or None if the ensemble can."""
+    if not supported(activation_spec(cfg.model.activation)):
+        return f"model.activation {cfg.model.activation!r} has no ensemble kernel"
+    if cfg.train.checkpoint_every is not None:
+        return "train.checkpoint_every is set and only the loop writes checkpoints"
+    return None
+
+
 def _alone(cfg: RunConfig) -> bool:
-    """Configurations only the one-model loop trains: maxout, linear (see ensemble_kernels), or checkpointing."""
-    return not supported(activation_spec(cfg.model.activation)) or cfg.train.checkpoint_every is not None
+    """Configurations only the one-model loop trains (see :func:`loop_reason`)."""
+    return loop_reason(cfg) is not None
+
+
+def pick_engine(engine: str, cfgs: list[RunConfig], live_sinks: bool = False) -> tuple[str, str | None]:
+    """Resolve ``--engine`` (auto, loop or ensemble) for ``cfgs``; with it, one line saying why auto used the loop.
+
+    ``auto`` is the ensemble (which trains each config it cannot group with the loop) unless live
+    sinks such as TensorBoard are asked for, which only the loop feeds.
+
+    Raises:
+        GradprobeError: for an unknown engine, or ``ensemble`` forced with live sinks.
+    """
+    if engine not in ENGINES:
+        raise GradprobeError(f"--engine: {engine!r} is not an engine; allowed: {', '.join(ENGINES)}")
+    if engine == "ensemble" and live_sinks:
+        raise GradprobeError("--engine: 'ensemble' cannot log live to --tensorboard; use --engine loop, "
+                             "or export afterwards with 'gradprobe export tensorboard'")
+    if engine != "auto":
+        return engine, None
+    if live_sinks:
+        return "loop", "engine: loop, because --tensorboard logs live only from the loop engine"
+    reasons = [r for r in map(loop_reason, cfgs) if r is not None]
+    if not reasons:
+        return "ensemble", None
+    counts = ", ".join(f"{why} ({reasons.count(why)} runs)" for why in dict.fromkeys(reasons))
+    chosen = "loop" if len(reasons) == len(cfgs) else "ensemble"
+    return chosen, f"engine: loop for {len(reasons)} of {len(cfgs)} runs: {counts}"
 
 
 def can_ensemble(cfgs: list[RunConfig]) -> bool:
@@ -73,12 +107,6 @@ def group_configs(cfgs: list[RunConfig]) -> list[list[RunConfig]]:
         key = f"alone-{i}" if _alone(cfg) else _key(cfg)
         groups.setdefault(key, []).append(cfg)
     return list(groups.values())
-
-
-def _meta(cfg: RunConfig, batch: str | None) -> dict[str, object]:
-    """The run meta ``run_one`` writes, with the writing process (resume refuses runs still being written)."""
-    return {"experiment": cfg.experiment, "arm": cfg.arm, "seed": cfg.seed, "batch": batch,
-            "pid": os.getpid(), "host": socket.gethostname()}
 
 
 def train_group(cfgs: list[RunConfig], data: Dataset, store: Path | None, batch: str | None = None,
@@ -110,9 +138,8 @@ def train_group(cfgs: list[RunConfig], data: Dataset, store: Path | None, batch:
     with contextlib.ExitStack() as stack:
         writers: list[RunWriter | None] = [None] * len(members)
         if store is not None:
-            writers = [stack.enter_context(RunWriter(
-                store, new_run_id(c.experiment, c.arm, c.seed), config=c.model_dump(mode="json"),
-                env=environment(c.device), meta=_meta(c, batch))) for c in members]
+            writers = [stack.enter_context(open_run(store, new_run_id(c.experiment, c.arm, c.seed), c, batch))
+                       for c in members]
         results = EnsembleTrainer(members, data, writers, progress).run()
     by_input = dict(zip(order, results))
     return [by_input[i] for i in range(len(cfgs))]
@@ -142,4 +169,5 @@ def run_experiment_ensembled(exp: Experiment, store: Path | None,
     return [done[i] for i in range(len(exp.runs))]
 
 
-__all__ = ["can_ensemble", "group_configs", "run_experiment_ensembled", "train_group"]
+__all__ = ["ENGINES", "can_ensemble", "group_configs", "loop_reason", "pick_engine", "run_experiment_ensembled",
+           "train_group"]

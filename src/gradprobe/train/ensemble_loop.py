@@ -23,7 +23,7 @@ from gradprobe.train.ensemble_record import Recorder
 
 # The loop's example order and summary, so both engines agree by construction (private names there).
 from gradprobe.train.loop import Progress, RunResult, epoch_order, evaluation_at, frozen_layers, run_summary
-from gradprobe.train.predict import save_model
+from gradprobe.train.predict import save_outputs
 
 log = logging.getLogger(__name__)
 _GATHER_BYTES = 64 * 2**20  # gather a whole epoch's batches at once when they fit in this much memory
@@ -43,8 +43,8 @@ class EnsembleTrainer:
         self.optimizer = FlatOptimizer(cfg.optimizer, self.net.flat)
         self.plan = setup.schedule_for(cfg, len(data.y_train))
         rec = cfg.record
-        self.recorder = Recorder(rec, self.models, self.net, self.plan.cadence(rec.every),
-                                 None if rec.hist_every is None else self.plan.cadence(rec.hist_every))
+        self.recorder = Recorder(rec, self.models, self.net, self.plan.recording(rec.every),
+                                 self.plan.recording(rec.hist_every))
         self.metrics: list[list[tuple[int, int, str, str, float]]] = [[] for _ in cfgs]
         self.frames: list[list[pd.DataFrame]] = [[] for _ in cfgs]
         self.stop: list[int | None] = [None] * len(cfgs)  # steps done when a member stopped on a non-finite loss
@@ -168,10 +168,10 @@ class EnsembleTrainer:
                     idx = orders[:, sl]
                     xb, yb = xs[idx], ys[idx]
                 p = train_pass(xb, yb)
-                due = step % every == 0
+                due = every(step)
                 if due:  # the data-loss gradient and the weights before any part of the update, as the loop
                     rec.before_step(p)
-                if hist_every and step % hist_every == 0:
+                if hist_every(step):
                     rec.hists(step)
                 if l2:
                     net.add_l2()
@@ -247,7 +247,7 @@ class EnsembleTrainer:
             for view, (_, p) in zip(self.net.views(final[m:m + 1]), model.named_parameters()):
                 p.copy_(view[0])
         if writer is not None:
-            save_model(writer.path, model)
+            save_outputs(writer.path, model, self.data)
             writer.finish(status, summary)
         metrics = pd.DataFrame(self.metrics[m], columns=list(R.METRIC_COLUMNS))
         return RunResult(cfg, writer.run_id if writer is not None else None, status, summary, frame, metrics)

@@ -21,6 +21,7 @@ from gradprobe import records as R
 from gradprobe.errors import GradprobeError
 from gradprobe.models.mlp import MLP
 from gradprobe.quantities import ActivationStats, Family, Inputs, family_of
+from gradprobe.schedules import Schedule
 from gradprobe.train import setup
 from gradprobe.train.config import RecordConfig
 from gradprobe.train.ensemble_net import BatchedMLP, Pass
@@ -110,11 +111,11 @@ class Recorder:
         record: the group's record section.
         models: the members' MLPs (for parameter/module names and activation families).
         net: the batched network whose flat parameters are recorded.
-        every: record cadence in steps; hist_every: histogram cadence (None: none).
+        every: the record schedule (step -> bool); hist_every: the histogram schedule.
     """
 
-    def __init__(self, record: RecordConfig, models: list[MLP], net: BatchedMLP, every: int,
-                 hist_every: int | None) -> None:
+    def __init__(self, record: RecordConfig, models: list[MLP], net: BatchedMLP, every: Schedule,
+                 hist_every: Schedule) -> None:
         self.net, self.every, self.hist_every = net, every, hist_every
         self.options = opts = setup.probe_options(record)
         self.bins = opts.bins

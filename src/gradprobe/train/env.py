@@ -1,14 +1,18 @@
-"""The environment a run was made in, stored beside its results."""
+"""What a run stores about itself beside its results: environment and meta, in one place."""
 
 from __future__ import annotations
 
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from gradprobe.store.writer import RunWriter
+from gradprobe.train.config import RunConfig
 
 
 def _version(name: str) -> str | None:
@@ -33,4 +37,17 @@ def environment(device: str) -> dict[str, Any]:
     }
 
 
-__all__ = ["environment"]
+def open_run(store: Path, run_id: str, cfg: RunConfig, batch: str | None) -> RunWriter:
+    """Create run ``run_id`` in ``store`` with its config, environment and meta, ready to record.
+
+    The meta names the experiment, arm, seed and invocation ``batch``; the writer adds the creation
+    time and the writing process.
+
+    Raises:
+        GradprobeError: if the run id is invalid or the run already exists.
+    """
+    return RunWriter(store, run_id, config=cfg.model_dump(mode="json"), env=environment(cfg.device),
+                     meta={"experiment": cfg.experiment, "arm": cfg.arm, "seed": cfg.seed, "batch": batch})
+
+
+__all__ = ["environment", "open_run"]

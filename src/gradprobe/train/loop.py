@@ -16,17 +16,13 @@ from gradprobe import records as R
 from gradprobe.data.datasets import Dataset
 from gradprobe.diagnose.factors import median_factor, vanishing_factor
 from gradprobe.probe import Probe
+from gradprobe.store.artifacts import count_parts, remove_checkpoint
 from gradprobe.store.layout import CHECKPOINT
 from gradprobe.store.writer import RunWriter
 from gradprobe.train import setup
-from gradprobe.train.checkpoint import (
-    Checkpoint,
-    checkpoint_cadence,
-    count_parts,
-    save_checkpoint,
-)
+from gradprobe.train.checkpoint import Checkpoint, checkpoint_cadence, save_checkpoint
 from gradprobe.train.config import RunConfig
-from gradprobe.train.predict import save_model
+from gradprobe.train.predict import save_outputs
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (steps done, total steps)
@@ -172,8 +168,8 @@ class Trainer:
     def _probe(self, first_nonfinite: dict[str, Any] | None) -> Probe:
         """The probe for this run, starting at the current step (later than 0 after restore)."""
         record, plan = self.cfg.record, self.plan
-        probe = Probe(self.model, self.optimizer, every=plan.cadence(record.every),
-                      hist_every=None if record.hist_every is None else plan.cadence(record.hist_every),
+        probe = Probe(self.model, self.optimizer, every=plan.recording(record.every),
+                      hist_every=plan.recording(record.hist_every),
                       params=record.params, modules=record.modules, options=setup.probe_options(record),
                       sink=self._sink)
         probe.first_nonfinite = first_nonfinite
@@ -234,11 +230,11 @@ class Trainer:
                            frozen_layers(self.model))
         status = R.DIVERGED if counters["nonfinite_steps"] or probe.first_nonfinite else R.FINISHED
         if self.writer is not None:
-            save_model(self.writer.path, self.model)
+            save_outputs(self.writer.path, self.model, self.data)
         for sink in self.sinks:
             sink.finish(status, summary)
         if self.writer is not None:  # the run is complete: nothing left to resume
-            (self.writer.path / CHECKPOINT).unlink(missing_ok=True)
+            remove_checkpoint(self.writer.path / CHECKPOINT)
         run_id = self.writer.run_id if self.writer is not None else None
         return RunResult(cfg, run_id, status, summary, frame, metrics)
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -15,13 +13,14 @@ from gradprobe import records as R
 from gradprobe.data.datasets import Dataset, load_dataset
 from gradprobe.errors import GradprobeError
 from gradprobe.probe import Probe
+from gradprobe.store.artifacts import drop_later_parts
 from gradprobe.store.layout import CHECKPOINT, new_run_id, resolve_store
 from gradprobe.store.reader import load_run
-from gradprobe.store.writer import RunWriter
+from gradprobe.store.writer import RunWriter, is_being_written
 from gradprobe.train import setup
-from gradprobe.train.checkpoint import drop_later_parts, load_checkpoint
+from gradprobe.train.checkpoint import load_checkpoint
 from gradprobe.train.config import RunConfig
-from gradprobe.train.env import environment
+from gradprobe.train.env import open_run
 from gradprobe.train.experiment import Experiment, format_validation_error
 from gradprobe.train.loop import Progress, RunResult, RunSink, Trainer
 
@@ -48,9 +47,7 @@ def run_one(cfg: RunConfig, store: Path | None, data: Dataset | None = None,
     if store is not None:
         run_id = new_run_id(cfg.experiment, cfg.arm, cfg.seed)
         sinks = list(sinks_for(cfg, run_id)) if sinks_for else []  # before the run exists: they may refuse
-        writer = RunWriter(store, run_id, config=cfg.model_dump(mode="json"), env=environment(cfg.device),
-                           meta={"experiment": cfg.experiment, "arm": cfg.arm, "seed": cfg.seed, "batch": batch,
-                                 **_owner()})
+        writer = open_run(store, run_id, cfg, batch)
         with writer:
             return _run_with_sinks(Trainer(cfg, data, writer, progress, sinks=sinks), sinks)
     sinks = list(sinks_for(cfg, None)) if sinks_for else []
@@ -66,25 +63,6 @@ def _run_with_sinks(trainer: Trainer, sinks: Sequence[RunSink]) -> RunResult:
         for sink in sinks:
             sink.finish(status, None, f"{type(exc).__name__}: {exc}")
         raise
-
-
-def _owner() -> dict[str, object]:
-    """Which process writes a run, so resuming can refuse a run that is still being written."""
-    return {"pid": os.getpid(), "host": socket.gethostname()}
-
-
-def _alive(meta: dict[str, object]) -> bool:
-    """Whether the process recorded in ``meta`` still runs on this host."""
-    pid = meta.get("pid")
-    if meta.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def preflight(cfg: RunConfig, data: Dataset) -> None:
@@ -149,7 +127,7 @@ def resume_run(run_id: str, store: Path | None, progress: Progress | None = None
     if stored.status in (R.FINISHED, R.DIVERGED):
         raise GradprobeError(f"--resume: run {stored.run_id!r} has status {stored.status}; "
                              "only interrupted, failed or killed runs can be resumed")
-    if stored.status == R.RUNNING and _alive(stored.meta):
+    if stored.status == R.RUNNING and is_being_written(stored.meta):
         raise GradprobeError(f"--resume: run {stored.run_id!r} is still being written by process "
                              f"{stored.meta.get('pid')}; stop it first")
     try:
@@ -166,7 +144,7 @@ def resume_run(run_id: str, store: Path | None, progress: Progress | None = None
              stored.run_id, ckpt.step if ckpt else 0, dropped)
     writer = RunWriter.resume(root, stored.run_id)
     with writer:
-        writer.update_meta(resumed_at_step=ckpt.step if ckpt else 0, **_owner())
+        writer.update_meta(resumed_at_step=ckpt.step if ckpt else 0)
         trainer = Trainer(cfg, data, writer, progress)
         if ckpt is not None:
             trainer.restore(ckpt, load_run(stored.run_id, root).frame())

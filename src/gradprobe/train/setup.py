@@ -16,7 +16,9 @@ from gradprobe.models.activations import activation_spec
 from gradprobe.models.inits import init_spec
 from gradprobe.models.mlp import MLP, build_mlp
 from gradprobe.probe import ProbeOptions
-from gradprobe.train.config import Cadence, OptimizerConfig, RecordConfig, RunConfig
+from gradprobe.schedules import Schedule as StepSchedule
+from gradprobe.schedules import cadence_schedule, never
+from gradprobe.train.config import Cadence, OptimizerConfig, RecordCadence, RecordConfig, RunConfig
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,14 @@ class Schedule:
     total_steps: int
 
     def cadence(self, value: Cadence) -> int:
+        """Steps between evaluations: ``value``, or the steps of one epoch for ``"epoch"``."""
         return self.steps_per_epoch if value == "epoch" else int(value)
+
+    def recording(self, value: RecordCadence | None) -> StepSchedule:
+        """The schedule of a record cadence over this run's steps ``0 .. total_steps - 1``; None: never."""
+        if value is None:
+            return never
+        return cadence_schedule(value, self.steps_per_epoch, self.total_steps - 1)
 
 
 def schedule_for(cfg: RunConfig, n_train: int) -> Schedule:

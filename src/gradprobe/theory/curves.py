@@ -1,4 +1,4 @@
-"""Sample an activation and its closed-form derivative over an interval, for plotting."""
+"""Activation curves and chained derivatives: phi and phi' on a grid, and phi'(x) multiplied over n layers."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import GradprobeError
-from .activations import activation_spec
+from gradprobe.errors import GradprobeError
+from gradprobe.models.activations import activation_spec
 
-__all__ = ["activation_curve"]
+__all__ = ["activation_curve", "decay_chains", "derivative_chain"]
 
 
 def activation_curve(spec: str, interval: tuple[float, float] = (-5.0, 5.0), n: int = 100,
@@ -63,3 +63,27 @@ def activation_curve(spec: str, interval: tuple[float, float] = (-5.0, 5.0), n: 
         "tangent_x": tan_x,
         "tangent": fa + dfa * (tan_x - at),
     }
+
+
+def decay_chains(activations: list[str], xs: list[float], steps: int) -> list[dict[str, Any]]:
+    """``{"activation", "x", "products"}`` for every activation and x: the table of the sigmoid-decay preset."""
+    return [{"activation": a, "x": x, "products": derivative_chain(a, x, steps)} for a in activations for x in xs]
+
+
+def derivative_chain(activation: str, x: float, steps: int) -> list[float]:
+    """Running product ``prod_{k<=n} phi'(x)`` for n = 1..steps: the factor a gradient picks up
+    through n layers that all sit at pre-activation x (0.25^n for the sigmoid at 0).
+
+    Raises:
+        GradprobeError: for an activation without an elementwise derivative (maxout).
+    """
+    spec = activation_spec(activation, "decay.activations")
+    if spec.derivative is None:
+        raise GradprobeError(f"decay.activations: {activation!r} has no elementwise derivative; "
+                             "use an elementwise activation")
+    factor = float(spec.derivative(torch.tensor([x], dtype=torch.float64))[0])
+    out, running = [], 1.0
+    for _ in range(steps):
+        running *= factor
+        out.append(running)
+    return out

@@ -38,11 +38,6 @@ _Z_MAX = 10.0  # |z| beyond this carries < 2e-23 of the Gaussian mass
 # Gaussian on the scale of sqrt(q). Gauss-Hermite alone resolves only the second (101 nodes are
 # 1.5% off for E[tanh'(h)^2] at q = 9), so both scales get breakpoints.
 _SCALE_BREAKS = (0.0, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 4.0, -4.0, 8.0, -8.0, 16.0, -16.0)
-# Pre-activations where phi' jumps: a piece must end there for the quadrature to converge fast.
-_KINKS: dict[str, tuple[float, ...]] = {
-    "hard_sigmoid": (-3.0, 3.0),
-    "softplus": (20.0,),  # torch's threshold: slope jumps from sigmoid(20) to exactly 1
-}
 _Q_ATOL = 1e-12
 _Q_RTOL = 1e-10
 _Q_MAX_ITER = 1000
@@ -124,7 +119,7 @@ def gaussian_expectation(fn: _Fn, q: float, kinks: tuple[float, ...] = ()) -> fl
     Args:
         fn: Elementwise torch function of a float64 tensor.
         q: Variance of the argument, >= 0 (``q = 0`` gives ``fn(0)``).
-        kinks: Arguments ``x`` where ``fn`` is not smooth besides 0.
+        kinks: Arguments ``x`` where ``fn`` is not smooth besides 0 (the registry entry's ``kinks``).
 
     Returns:
         The expectation (may be inf or nan if ``fn`` overflows).
@@ -146,7 +141,7 @@ def _variance_map(spec: ActivationSpec, sigma_w2: float, sigma_b2: float) -> Cal
     """The map ``q -> sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2``."""
     fn = spec.fn
     assert fn is not None  # elementwise() checked it
-    kinks = _KINKS.get(spec.name, ())
+    kinks = spec.entry.kinks
     return lambda q: sigma_w2 * gaussian_expectation(lambda x: fn(x) ** 2, q, kinks) + sigma_b2
 
 
@@ -208,7 +203,7 @@ def chi(activation: str, sigma_w2: float, sigma_b2: float = 0.0, q: float | None
     q = check_variance("theory.q", q)
     derivative = spec.derivative
     assert derivative is not None  # elementwise() checked it
-    kinks = _KINKS.get(spec.name, ())
+    kinks = spec.entry.kinks
     return sigma_w2 * gaussian_expectation(lambda x: derivative(x) ** 2, q, kinks)
 
 

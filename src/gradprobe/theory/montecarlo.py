@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from gradprobe.diagnose.meanfield import elementwise
 from gradprobe.errors import GradprobeError
+from gradprobe.theory.meanfield import elementwise
 
 __all__ = ["MonteCarloConfig", "MonteCarloResult", "backprop_sq_norms", "monte_carlo_ratio"]
 

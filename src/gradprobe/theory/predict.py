@@ -1,7 +1,7 @@
-"""What theory predicts for gradient flow: chained derivatives, mean-field chi^(L-l) and its check.
+"""Mean-field prediction of per-layer gradient ratios chi^(L-l), with its finite-width Monte Carlo check.
 
-``predict`` combines the mean-field fixed point and chi (``meanfield.py``) with a finite-width
-Monte Carlo estimate (``montecarlo.py``); ``measured_ratio`` reads the same ratio off a stored run.
+``predict`` combines the fixed point and chi (``meanfield.py``) with a Monte Carlo estimate
+(``montecarlo.py``); ``measured.py`` reads the same ratio off a stored run.
 """
 
 from __future__ import annotations
@@ -9,61 +9,18 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import pandas as pd
-import torch
 
-from gradprobe import records as R
-from gradprobe.diagnose.meanfield import (
-    check_variance,
-    chi,
-    elementwise,
-    q_star,
-    sigma_w2_for_init,
-)
-from gradprobe.diagnose.montecarlo import MonteCarloConfig, MonteCarloResult, monte_carlo_ratio
 from gradprobe.errors import GradprobeError
-from gradprobe.models.activations import activation_spec
 from gradprobe.models.config import ModelConfig
 from gradprobe.store.reader import Run
+from gradprobe.theory.meanfield import check_variance, chi, elementwise, q_star, sigma_w2_for_init
+from gradprobe.theory.montecarlo import MonteCarloConfig, MonteCarloResult, monte_carlo_ratio
 
-__all__ = [
-    "MeasuredRatio",
-    "TheoryResult",
-    "decay_chains",
-    "derivative_chain",
-    "measured_ratio",
-    "predict",
-    "predict_for_run",
-]
+__all__ = ["TheoryResult", "predict", "predict_for_run"]
 
 _log = logging.getLogger(__name__)
-
-
-def decay_chains(activations: list[str], xs: list[float], steps: int) -> list[dict[str, Any]]:
-    """``{"activation", "x", "products"}`` for every activation and x: the table of the sigmoid-decay preset."""
-    return [{"activation": a, "x": x, "products": derivative_chain(a, x, steps)} for a in activations for x in xs]
-
-
-def derivative_chain(activation: str, x: float, steps: int) -> list[float]:
-    """Running product ``prod_{k<=n} phi'(x)`` for n = 1..steps: the factor a gradient picks up
-    through n layers that all sit at pre-activation x (0.25^n for the sigmoid at 0).
-
-    Raises:
-        GradprobeError: for an activation without an elementwise derivative (maxout).
-    """
-    spec = activation_spec(activation, "decay.activations")
-    if spec.derivative is None:
-        raise GradprobeError(f"decay.activations: {activation!r} has no elementwise derivative; "
-                             "use an elementwise activation")
-    factor = float(spec.derivative(torch.tensor([x], dtype=torch.float64))[0])
-    out, running = [], 1.0
-    for _ in range(steps):
-        running *= factor
-        out.append(running)
-    return out
 
 
 @dataclass(frozen=True)
@@ -172,60 +129,3 @@ def predict_for_run(run: Run, mc_samples: int = 32, seed: int = 0) -> TheoryResu
     sigma_w2 = sigma_w2_for_init(model.init, widths[0])
     return predict(model.activation, sigma_w2, 0.0, depth=len(widths) + 1, width=widths[0],
                    mc_samples=mc_samples, seed=seed)
-
-
-@dataclass(frozen=True)
-class MeasuredRatio:
-    """Mean squared weight gradient per layer at one step, and its ratio to the last layer."""
-
-    step: int
-    layers: tuple[str, ...]  # weight parameter names, first layer first
-    mean_square: tuple[float, ...]  # norm^2 / numel per layer
-    ratio: tuple[float, ...]  # mean_square / mean_square of the last layer
-
-
-def measured_ratio(run: Run) -> MeasuredRatio:
-    """Read the per-layer mean squared weight gradient at the first recorded step of a run.
-
-    ``numel`` comes from the recorded stats themselves: with ``std`` unbiased,
-    ``norm^2 = (n - 1) std^2 + n mean^2``, so ``n = (norm^2 + std^2) / (std^2 + mean^2)``.
-
-    Args:
-        run: A stored run with grad ``norm``, ``std`` and ``mean`` of its weights.
-
-    Returns:
-        The measured ratios (nan for a layer whose last-layer reference is 0).
-
-    Raises:
-        GradprobeError: If the run recorded no weight gradients with these three stats.
-    """
-    frame = run.frame(kind=R.GRAD, stat=[R.NORM, R.STD, R.MEAN])
-    frame = frame[frame["tensor"] == "weight"]
-    if frame.empty:
-        raise GradprobeError(
-            f"run: {run.run_id!r} has no grad norm/std/mean of weights; allowed: runs recorded "
-            "with those grad_stats (the default)"
-        )
-    step = int(frame["step"].min())
-    wide = frame[frame["step"] == step].pivot_table(
-        index="layer", columns="stat", values="value", aggfunc="first")
-    if not {R.NORM, R.STD, R.MEAN} <= set(wide.columns):
-        raise GradprobeError(f"run: {run.run_id!r} lacks one of grad norm/std/mean at step {step}; "
-                             "allowed: runs recorded with all three grad_stats")
-    names = [n.removesuffix(".weight") for n in run.summary.get("weight_layers") or []]
-    order = [n for n in names if n in wide.index] or sorted(
-        wide.index, key=lambda n: [int(p) if p.isdigit() else p for p in n.split(".")])
-    wide = wide.loc[order]
-    ms = _mean_square(wide[R.NORM], wide[R.STD], wide[R.MEAN])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = ms / ms[-1]
-    return MeasuredRatio(step, tuple(f"{n}.weight" for n in order), tuple(ms.tolist()),
-                         tuple(ratio.tolist()))
-
-
-def _mean_square(norm: pd.Series, std: pd.Series, mean: pd.Series) -> np.ndarray:
-    """``norm^2 / numel`` with numel recovered from the unbiased std (see measured_ratio)."""
-    sq = norm.to_numpy() ** 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        numel = np.round((sq + std.to_numpy() ** 2) / (std.to_numpy() ** 2 + mean.to_numpy() ** 2))
-        return np.where(sq == 0, 0.0, sq / numel)
