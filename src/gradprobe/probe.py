@@ -29,6 +29,7 @@ from gradprobe.schedules import Schedule, as_schedule
 from gradprobe.structure import Capture, analyse
 
 log = logging.getLogger(__name__)
+DRIVES = ("optimizer", "manual")  # who says when a step's gradients are final: the optimizer's hooks or the caller
 
 
 class Probe:
@@ -51,6 +52,10 @@ class Probe:
             (default: every leaf module); ``[]`` records none.
         options: stats, bins and buffering (:class:`ProbeOptions`).
         sink: called with ``(stats_frame, hist_frame)`` at every flush, e.g. a run store writer.
+        drive: ``"optimizer"`` (default): the probe hooks the optimizer's step; ``"manual"``: no
+            optimizer hooks, the caller says when gradients are final (:meth:`before_update`) and
+            when the update was applied (:meth:`after_update`): what trainer callbacks use, since
+            Lightning runs forward and backward inside ``optimizer.step(closure)``.
         scaler: the ``torch.amp.GradScaler`` of a mixed-precision loop, or None. Deltas are then
             divided by the loss scale their backward ran with, a step the scaler skipped (inf/NaN
             gradients, no update) keeps no activation or delta records, and every recorded or
@@ -78,6 +83,7 @@ class Probe:
         scaler: torch.amp.GradScaler | None = None,
         budget: float | None = None,
         clock: Clock = time.perf_counter,
+        drive: str = "optimizer",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise GradprobeError(f"model: {type(model).__name__} is not a torch.nn.Module")
@@ -94,6 +100,11 @@ class Probe:
         if optimizer is not None and not self._owns(optimizer):
             raise GradprobeError("optimizer: it holds none of the model's parameters")
         self._explicit_optimizer = optimizer
+        if drive not in DRIVES:
+            raise GradprobeError(f"drive: {drive!r} is not allowed; use one of {', '.join(DRIVES)}")
+        if drive == "manual" and optimizer is not None:
+            raise GradprobeError("drive: 'manual' takes no optimizer; call before_update()/after_update() instead")
+        self._drive = drive
         if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
             raise GradprobeError(f"scaler: {type(scaler).__name__} is not a torch.amp.GradScaler; pass one or None")
         self._scaler = scaler
@@ -122,7 +133,8 @@ class Probe:
         by_name = dict(model.named_modules())
         for name in chosen:
             self._hooks.forward(by_name[name], self._outputs.hook(name, family_of(by_name[name])))
-        self._hooks.optimizer(self._explicit_optimizer, self._pre_step, self._post_step)
+        if self._drive == "optimizer":
+            self._hooks.optimizer(self._explicit_optimizer, self._pre_step, self._post_step)
         if self._scaler is not None:
             self._hooks.scaler_update(self._scaler, self._before_update)
         if self.options.structure:
@@ -192,9 +204,38 @@ class Probe:
         self._records.push(self._params.stats(step))
 
     def _pre_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if not self._follows(optimizer):
-            return
-        self._followed_optimizer = True
+        if self._follows(optimizer):
+            self._followed_optimizer = True
+            self._begin_update()
+
+    def _post_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._follows(optimizer):
+            self._end_update()
+
+    def before_update(self) -> None:
+        """Manual drive: the step's gradients are final (accumulated, unscaled, clipped): record what is due.
+
+        Raises:
+            GradprobeError: if the probe follows the optimizer itself (``drive="optimizer"``).
+        """
+        self._manual("before_update")
+        self._begin_update()
+
+    def after_update(self) -> None:
+        """Manual drive: the optimizer applied the step: record its update ratio and advance one step.
+
+        Raises:
+            GradprobeError: if the probe follows the optimizer itself (``drive="optimizer"``).
+        """
+        self._manual("after_update")
+        self._end_update()
+
+    def _manual(self, what: str) -> None:
+        if self._drive != "manual":
+            raise GradprobeError(f"probe.{what}(): the probe follows the optimizer's steps; "
+                                 "create it with drive='manual' to call this")
+
+    def _begin_update(self) -> None:
         step, since = self._step, self._cadence.clock()
         if self._cadence.due(step):
             self._record(step)
@@ -204,9 +245,7 @@ class Probe:
             self._records.buffer.hists += self._params.hists(step, self.options.bins)
         self._cadence.spend(since)
 
-    def _post_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if not self._follows(optimizer):
-            return
+    def _end_update(self) -> None:
         since = self._cadence.clock()
         if self._snapshot is not None:
             self._records.push([self._params.ratio(self._step, self._snapshot)])
