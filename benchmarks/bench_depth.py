@@ -33,14 +33,18 @@ def useful_flops(widths: list[int], batch: int) -> int:
     return 6 * batch * macs
 
 
-def run(reps: int, depths: tuple[int, ...] = (2, 4, 8, 16, 32), epochs: int = 3) -> dict[str, object]:
-    """Per depth: median model-steps/s of the 60-model group (probe on, no store) and FLOP/s as a share of peak."""
+# Width 5 is the preset's (dispatch-bound); width 256 shows how close the engine gets to the matmul peak.
+SHAPES = tuple((5, d) for d in (2, 4, 8, 16, 32)) + tuple((256, d) for d in (2, 4, 8))
+
+
+def run(reps: int, shapes: tuple[tuple[int, int], ...] = SHAPES, epochs: int = 3) -> dict[str, object]:
+    """Per (width, depth): median model-steps/s of the 60-model group (probe on, no store), FLOP/s, share of peak."""
     rows = []
     peaks = []
-    for depth in depths:
+    for width, depth in shapes:
         runs = [r for act in ACTIVATIONS for r in load_experiment(
-            "circles-deep", [f"train.epochs={epochs}", f"model.activation={act}", f"model.depth={depth}"],
-            seeds=5).runs]
+            "circles-deep", [f"train.epochs={epochs}", f"model.activation={act}", f"model.depth={depth}",
+                             f"model.width={width}"], seeds=5).runs]
         data = load_dataset(runs[0].data)
         steps = 32 * epochs
         secs = []
@@ -51,8 +55,8 @@ def run(reps: int, depths: tuple[int, ...] = (2, 4, 8, 16, 32), epochs: int = 3)
             secs.append(time.perf_counter() - start)
         sec = float(np.median(secs))
         model_steps = len(runs) * steps / sec
-        flops = model_steps * useful_flops([2] + [5] * depth + [1], 32)
-        rows.append({"depth": depth, "models": len(runs), "seconds": sec, "model_steps_per_s": model_steps,
+        flops = model_steps * useful_flops([2] + [width] * depth + [1], 32)
+        rows.append({"width": width, "depth": depth, "models": len(runs), "seconds": sec, "model_steps_per_s": model_steps,
                      "useful_flop_per_s": flops})
     peak = float(np.median(peaks))
     for row in rows:

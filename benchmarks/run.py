@@ -21,13 +21,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_circles
+import bench_cli
 import bench_depth
 import bench_probe_overhead
 import bench_spiral
 
 OUT = Path(__file__).resolve().parent / "RESULTS.md"
 # Repetitions scaled to the 15-minute budget on a shared 2-core machine; problem sizes are the issue's.
-REPS = {"overhead": 5, "circles": 2, "spiral": 1, "depth": 3}
+REPS = {"overhead": 5, "circles": 2, "spiral": 1, "depth": 2, "cli": 2}
 
 
 def _cpu() -> str:
@@ -64,7 +65,7 @@ def _overhead_rows(ov: dict[str, Any]) -> list[str]:
 
 def report(info: dict[str, Any], res: dict[str, Any], wall: float) -> str:
     """RESULTS.md text from the measurements."""
-    ov, ci, sp, de = res["overhead"], res["circles"], res["spiral"], res["depth"]
+    ov, ci, sp, de, cl = res["overhead"], res["circles"], res["spiral"], res["depth"], res["cli"]
     lines = [
         "# gradprobe benchmarks", "",
         (f"Written by `benchmarks/run.py` (`make bench`) in {wall / 60:.1f} min. Machine: {info['cpu']}, "
@@ -78,12 +79,18 @@ def report(info: dict[str, Any], res: dict[str, Any], wall: float) -> str:
         *_overhead_rows(ov),
         (f"| 2 | circles-deep 3 x {ci['models'] // 3} seeds, {ci['epochs']} epochs, ensemble vs plain loop | {ci['speedup']:.1f}x faster | >= 50x | "
         f"{'yes' if ci['speedup'] >= 50 else 'no'} |"),
-        (f"| 3 | spiral 2 arms x {sp['iterations']} iterations, gradprobe vs NumPy | {sp['speedup']:.2f}x "
-        f"| > 1x | {'yes' if sp['speedup'] > 1 else 'no'} |"),
-        (f"| 4 | depth sweep, best share of fp32 matmul peak | "
+        (f"| 2 | `gradprobe sweep circles-deep --seeds 10` vs a plain loop over the 30 models, whole processes | "
+        f"{cl['sweep']['speedup']:.1f}x faster | >= 50x | {'yes' if cl['sweep']['speedup'] >= 50 else 'no'} |"),
+        (f"| 3 | `gradprobe run circles-deep --no-report` vs a plain loop over its 3 models, whole processes | "
+        f"{cl['single']['ratio']:.2f}x the plain time | <= 1.3x | {'yes' if cl['single']['ratio'] <= 1.3 else 'no'} |"),
+        (f"| 4 | spiral 2 arms x {sp['iterations']} iterations, gradprobe vs NumPy | {sp['speedup']:.2f}x "
+        f"| >= 3x | {'yes' if sp['speedup'] >= 3 else 'no'} |"),
+        (f"| 6 | CLI start-up, `gradprobe presets` | {cl['presets_seconds']:.2f} s | <= 0.5 s | "
+        f"{'yes' if cl['presets_seconds'] <= 0.5 else 'no'} |"),
+        (f"| 5 | depth sweep, best share of fp32 matmul peak | "
         f"{max(r['share_of_peak'] for r in de['rows']):.2%} | >= 10% | "
         f"{'yes' if max(r['share_of_peak'] for r in de['rows']) >= 0.1 else 'no'} |"),
-        (f"| 5 | store, bytes per recorded stat value (circles / spiral) | {ci['store']['bytes_per_value']:.2f} / "
+        (f"| - | store, bytes per recorded stat value (circles / spiral) | {ci['store']['bytes_per_value']:.2f} / "
         f"{sp['store']['bytes_per_value']:.2f} | <= 16 | "
         f"{'yes' if max(ci['store']['bytes_per_value'], sp['store']['bytes_per_value']) <= 16 else 'no'} |"), "",
         "## 1. Probe overhead", "",
@@ -108,7 +115,7 @@ def report(info: dict[str, Any], res: dict[str, Any], wall: float) -> str:
     for arm, (m, s) in ci["accuracy_mean_std"]["gradprobe"].items():
         pm, ps = ci["accuracy_mean_std"]["plain loop"][arm]
         lines.append(f"| {arm} | {m:.3f} +- {s:.3f} | {pm:.3f} +- {ps:.3f} |")
-    lines += ["", "## 3. spiral: gradprobe vs hand-written NumPy", "",
+    lines += ["", "## 4. spiral: gradprobe vs hand-written NumPy", "",
               (f"CS231n spiral, 2 -> 50 -> 50 -> 3, full batch, step 0.1, L2 1e-3, {sp['iterations']} iterations, "
               "arms sigmoid and relu. gradprobe trains both arms as one ensemble, recording the preset's "
               "per-iteration gradient stats (mean_abs, sum|dW|/sum(shape), norm, nonfinite, weight norm) and "
@@ -119,16 +126,27 @@ def report(info: dict[str, Any], res: dict[str, Any], wall: float) -> str:
               f"| gradprobe | {_fmt(sp['seconds']['gradprobe'])} | {', '.join(f'{a:.3f}' for a in sp['train_accuracy']['gradprobe'])} |",
               f"| NumPy | {_fmt(sp['seconds']['numpy'])} | {', '.join(f'{a:.3f}' for a in sp['train_accuracy']['numpy'])} |",
               "", f"Ratio NumPy time / gradprobe time: **{sp['speedup']:.2f}**.", "",
-              "## 4. Depth sweep", "",
-              (f"circles, width 5, depth d, activations {', '.join(bench_depth.ACTIVATIONS)} x the preset's 3 arms x "
+              "## 5. Depth sweep", "",
+              (f"circles, width w (5, the preset's, and 256), depth d, activations {', '.join(bench_depth.ACTIVATIONS)} x the preset's 3 arms x "
               f"5 seeds = {de['rows'][0]['models']} models per group, {de['epochs']} epochs of batch 32, probe on at "
               "the preset cadence, no store; seconds include building the models and their summaries. Useful FLOPs "
               "= 6 x batch x sum(fan_in x fan_out) per model-step. fp32 matmul peak (1024^2 `torch.mm`, 1 thread, "
               f"measured between the runs): {de['peak_flop_per_s'] / 1e9:.1f} GFLOP/s."), "",
-              "| depth | seconds | model-steps/s | useful GFLOP/s | share of peak |", "|---|---|---|---|---|"]
-    lines += [f"| {r['depth']} | {_fmt(r['seconds'])} | {r['model_steps_per_s']:.0f} | "
+              "| width | depth | seconds | model-steps/s | useful GFLOP/s | share of peak |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['width']} | {r['depth']} | {_fmt(r['seconds'])} | {r['model_steps_per_s']:.0f} | "
               f"{r['useful_flop_per_s'] / 1e9:.3f} | {r['share_of_peak']:.3%} |" for r in de["rows"]]
-    lines += ["", "## 5. Store", "",
+    lines += ["", "## 6. Whole commands", "",
+              ("Both sides timed as whole processes (interpreter, imports, data, training; gradprobe adds the probe, "
+               "the store and the CLI; `--engine auto`, so the ensemble engine), 1 torch thread, "
+               f"{cl['reps']} interleaved repetitions, medians. The plain loop is `bench_circles.plain_loop` over the "
+               "same configs in one process."), "",
+              "| command | gradprobe s | plain loop s | ratio |", "|---|---|---|---|",
+              (f"| sweep circles-deep, 10 seeds (30 models) | {_fmt(cl['sweep']['seconds']['gradprobe'])} | "
+               f"{_fmt(cl['sweep']['seconds']['plain loop'])} | {cl['sweep']['speedup']:.1f}x faster |"),
+              (f"| run circles-deep (3 models), no report | {_fmt(cl['single']['seconds']['gradprobe'])} | "
+               f"{_fmt(cl['single']['seconds']['plain loop'])} | {cl['single']['ratio']:.2f}x the plain time |"),
+              "", f"`gradprobe presets`: {cl['presets_seconds']:.2f} s (median of {len(cl['presets_all'])}).",
+              "", "## 7. Store", "",
               ("Bytes of the `stats-*.parquet` parts divided by the number of stat rows they hold "
               "(float32 values, dictionary-encoded keys, byte-stream-split values)."), "",
               (f"* circles-deep ({ci['models']} runs, every-epoch records): {ci['store']['bytes_per_value']:.2f} bytes/value "
@@ -147,7 +165,7 @@ def main() -> None:
     start = time.perf_counter()
     res: dict[str, Any] = {}
     for name, fn in (("overhead", bench_probe_overhead.run), ("circles", bench_circles.run),
-                     ("spiral", bench_spiral.run), ("depth", bench_depth.run)):
+                     ("spiral", bench_spiral.run), ("depth", bench_depth.run), ("cli", bench_cli.run)):
         t0 = time.perf_counter()
         res[name] = fn(REPS[name])
         print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)  # a script's progress

@@ -45,9 +45,15 @@ class _KillOnce:
         self.marker = marker
 
     def __call__(self, cfg: RunConfig) -> None:
-        if cfg.seed == 1 and not self.marker.exists():
-            self.marker.write_text(str(os.getpid()))
-            os._exit(1)
+        if cfg.seed != 1:
+            return
+        try:  # O_EXCL: of two workers reaching seed 1 at once, exactly one claims the kill
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        os._exit(1)
 
 
 @pytest.mark.ray

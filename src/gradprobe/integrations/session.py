@@ -1,0 +1,147 @@
+"""What every trainer integration does around a training session: one manual-drive probe, one stored run.
+
+A trainer calls :meth:`ProbeSession.before_update` where the step's gradients are final and
+:meth:`ProbeSession.after_update` once the optimizer applied them; :meth:`ProbeSession.finish`
+stores the summary the diagnosis reads, logs the diagnosis and writes the report if asked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from torch import nn
+
+from gradprobe import records as R
+from gradprobe.errors import GradprobeError
+from gradprobe.probe import Probe
+from gradprobe.schedules import Schedule
+from gradprobe.watcher import DEFAULT_BUDGET
+
+log = logging.getLogger(__name__)
+StatsListener = Callable[[pd.DataFrame], None]  # e.g. a trainer's own logger, fed at every flush
+
+
+def missing(package: str, extra: str) -> GradprobeError:
+    """The one-line error for an integration imported without its library."""
+    return GradprobeError(f"{package} is not installed; install it with: pip install 'gradprobe[{extra}]'")
+
+
+def scalar_metrics(stats: pd.DataFrame, stats_to_log: Sequence[str] = (R.MEAN_ABS, R.NORM, R.UPDATE_RATIO,
+                                                                        R.DEAD_FRAC)) -> dict[int, dict[str, float]]:
+    """Per step, ``{"gradprobe/<kind>/<stat>/<layer>.<tensor>": value}`` for trainer loggers (finite values only)."""
+    rows = stats[stats["stat"].isin(stats_to_log)]
+    out: dict[int, dict[str, float]] = {}
+    for step, layer, tensor, kind, stat, value in rows.itertuples(index=False):
+        if pd.notna(value) and abs(value) != float("inf"):
+            name = f"{layer}.{tensor}" if layer else tensor
+            out.setdefault(int(step), {})[f"gradprobe/{kind}/{stat}/{name}"] = float(value)
+    return out
+
+
+class ProbeSession:
+    """A manual-drive :class:`Probe` on ``model`` whose records go to a run store and to listeners.
+
+    Args:
+        model: the module being trained (a LightningModule, a transformers model, a Keras model).
+        every: fixed record cadence; None records under ``budget`` (what :func:`gradprobe.watch` does).
+        budget: the probe's largest share of wall time when ``every`` is None.
+        store: run store directory (default ``$GRADPROBE_STORE`` or ``./gradprobe-runs``); False: keep in memory.
+        run_id: the stored run's id (default: a fresh one from ``experiment``).
+        experiment: the experiment name in the run's meta and id.
+        config: what the run stores as its config (hyper-parameters and trainer settings).
+        listeners: called with every flushed stats frame (a trainer's logger).
+        report: also write ``report.html`` for the run at :meth:`finish`.
+        probe_kwargs: further :class:`Probe` arguments (``hist_every``, ``params``, ``modules``, ``scaler``, ...).
+    """
+
+    def __init__(self, model: nn.Module, *, every: int | Schedule | None = None, budget: float = DEFAULT_BUDGET,
+                 store: str | Path | bool | None = None, run_id: str | None = None, experiment: str = "trainer",
+                 config: dict[str, Any] | None = None, listeners: Sequence[StatsListener] = (),
+                 report: bool = False, **probe_kwargs: Any) -> None:
+        from gradprobe.store.layout import new_run_id
+        from gradprobe.store.writer import RunWriter
+        from gradprobe.train.env import environment
+
+        self.listeners = list(listeners)
+        self.report = report
+        self.writer = None
+        if store is not False:
+            device = str(next(model.parameters()).device) if any(True for _ in model.parameters()) else "cpu"
+            self.writer = RunWriter(None if store is True else store, run_id or new_run_id(experiment, None, None),
+                                    config=_jsonable(config or {}), env=environment(device),
+                                    meta={"experiment": experiment, "integration": experiment})
+        cadence: dict[str, Any] = {"budget": budget} if every is None else {"every": every}
+        self.probe = Probe(model, drive="manual", sink=self._sink, **cadence, **probe_kwargs)
+        self.model = model
+
+    @property
+    def run_id(self) -> str | None:
+        """The stored run's id, None without a store."""
+        return None if self.writer is None else self.writer.run_id
+
+    def _sink(self, stats: pd.DataFrame, hists: pd.DataFrame) -> None:
+        if self.writer is not None:
+            self.writer.add_stats(stats)
+            if len(hists):
+                self.writer.add_hists(hists)
+        for listener in self.listeners:
+            listener(stats)
+
+    def before_update(self) -> None:
+        """The step's gradients are final: record what is due."""
+        self.probe.before_update()
+
+    def after_update(self) -> None:
+        """The optimizer applied the step: record the update ratio and advance."""
+        self.probe.after_update()
+
+    def add_metrics(self, step: int, epoch: int, values: dict[str, float], split: str = R.TRAIN) -> None:
+        """Store the trainer's own loss/accuracy for this step (``metrics`` table of the run)."""
+        if self.writer is not None and values:
+            rows = [(step, epoch, split, name, float(v)) for name, v in values.items()]
+            self.writer.add_metrics(pd.DataFrame(rows, columns=list(R.METRIC_COLUMNS)))
+
+    def finish(self, status: str = R.FINISHED, error: str | None = None) -> Any:
+        """Detach the probe, store the run's summary, log the diagnosis (returned, or None) and write the report."""
+        from gradprobe.diagnose.engine import diagnose
+        from gradprobe.train.loop import frozen_layers
+
+        self.probe.detach()
+        weights = [n for n, p in self.model.named_parameters() if p.dim() >= 2]
+        summary = {"weight_layers": weights, "frozen_layers": frozen_layers(self.model),
+                   "structure": self.probe.structure, "steps": self.probe.step_count, "probe_cost": self.probe.cost,
+                   "first_nonfinite": self.probe.first_nonfinite}
+        if self.writer is not None:
+            self.writer.finish(status, summary, error)
+        result = None
+        try:
+            result = diagnose(self.probe)
+            log.warning("gradprobe diagnosis%s:\n%s", f" of run {self.run_id}" if self.run_id else "", result)
+        except GradprobeError as exc:
+            log.warning("gradprobe: no diagnosis: %s", exc)
+        if self.report and self.writer is not None:
+            from gradprobe.report.html import write_report
+            from gradprobe.store.reader import load_run
+
+            page, _ = write_report([load_run(self.writer.run_id, self.writer.root)],
+                                   self.writer.root / "reports" / self.writer.run_id)
+            log.warning("gradprobe report: %s", page)
+        return result
+
+
+def _jsonable(value: Any) -> Any:
+    """Hyper-parameters as JSON data: containers kept, everything else that JSON cannot hold as its repr."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+__all__ = ["ProbeSession", "StatsListener", "missing", "scalar_metrics"]
