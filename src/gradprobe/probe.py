@@ -177,6 +177,11 @@ class Probe:
         return self._cadence.report(self._step)
 
     @property
+    def due(self) -> bool:
+        """Whether the current step records (decided once per step), so callers may skip feeding hooks when not."""
+        return self._cadence.due(self._step)
+
+    @property
     def step_count(self) -> int:
         """Number of optimizer steps seen so far (the step the next records belong to)."""
         return self._step

@@ -46,6 +46,39 @@ def _unhooked_copy(model: nn.Module) -> nn.Module:
     return twin
 
 
+# Autograd nodes that multiply two inputs: with activations on both sides, each side's gradient is scaled by the other.
+_PRODUCTS = ("BmmBackward", "MmBackward", "MatmulBackward", "BaddbmmBackward", "MulBackward", "EinsumBackward",
+             "ScaledDotProduct")
+
+
+def _feeders(graph: _Graph, node: Any, owners: dict[Any, list[str]]) -> frozenset[str]:
+    """Recorded modules whose outputs reach ``node`` without passing through another recorded module."""
+    found: set[str] = set()
+    todo, seen = [node], set()
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n in owners:
+            found.update(owners[n])
+        else:
+            todo.extend(graph.inputs(n))
+    return frozenset(found)
+
+
+def _bilinear(graph: _Graph, owners: dict[Any, list[str]]) -> set[str]:
+    """Modules feeding a product whose factors come from different modules (q @ k^T, attn @ v, gate * up)."""
+    found: set[str] = set()
+    for node in graph.index:
+        if node in owners or not type(node).__name__.startswith(_PRODUCTS):
+            continue
+        sides = {f for f in (_feeders(graph, i, owners) for i in graph.inputs(node)) if f}
+        if len(sides) >= 2:  # x * g(x) has one feeder on both sides: not a product of two activations
+            found.update(*sides)
+    return found
+
+
 def _is_norm(module: nn.Module, x: torch.Tensor) -> bool:
     """Whether ``module`` (in training mode) ignores the scale of its input but not its content."""
     if x.numel() < 4 or not x.is_floating_point() or not x.std() > 0:
@@ -56,7 +89,8 @@ def _is_norm(module: nn.Module, x: torch.Tensor) -> bool:
     # while a norm's eps (1e-5 of the variance, typically) stays far below the tolerance.
     x = (x - x.mean()) / x.std()
     noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
-    with torch.no_grad():
+    # fork: a dropout module draws from the global RNG here, which must not shift the training run's draws
+    with torch.no_grad(), torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         y = first_tensor(twin.forward(x))  # .forward: no hooks
         doubled = first_tensor(twin.forward(2.0 * x))
         other = first_tensor(twin.forward(x + noise))
@@ -197,8 +231,9 @@ def analyse(model: nn.Module, capture: Capture, out: torch.Tensor | None) -> dic
     for pname, p in model.named_parameters(remove_duplicate=False):
         shared.setdefault(id(p), []).append(pname)
     tied = {names[0]: sorted({n.rpartition(".")[0] for n in names}) for names in shared.values() if len(names) > 1}
+    bilinear = _bilinear(graph, owners)
     return {"modules": calls, "output": out_module, "norms": [n for n in calls if n in norms], "tied": tied,
-            "joins": [j for _, j, _ in found], "entry": entry}
+            "joins": [j for _, j, _ in found], "entry": entry, "bilinear": [n for n in calls if n in bilinear]}
 
 
 def model_structure(model: nn.Module, example_input: Any) -> dict[str, Any]:
@@ -213,12 +248,12 @@ def model_structure(model: nn.Module, example_input: Any) -> dict[str, Any]:
         example_input: a batch the model accepts: a tensor, or a tuple of positional arguments.
 
     Returns:
-        JSON-ready ``{"modules", "output", "norms", "tied", "joins", "entry"}``: leaf modules in call
+        JSON-ready ``{"modules", "output", "norms", "tied", "joins", "entry", "bilinear"}``: leaf modules in call
         order; the module that produces the model's output; scale-invariant modules; tied parameters
         (name from ``named_parameters()`` -> modules using it); residual joins in forward order, each
         ``{"exit", "branch"}`` (the recorded module whose output error is the stream's error at the
         join, or None, and the modules on the summed paths); the modules whose output error is the
-        stream's error before the first join.
+        stream's error before the first join; the modules feeding a product of two activations.
 
     Raises:
         GradprobeError: if the model's output does not depend on anything that requires grad.

@@ -52,10 +52,10 @@ def test_forced_engines_and_tensorboard():
     runs = load_experiment("circles-deep", [], None).runs
     assert pick_engine("loop", runs) == ("loop", None)
     assert pick_engine("ensemble", runs) == ("ensemble", None)
-    engine, note = pick_engine("auto", runs, live_sinks=True)
+    engine, note = pick_engine("auto", runs, live_sinks=["--tensorboard"])
     assert engine == "loop" and note is not None and "--tensorboard" in note
     with pytest.raises(GradprobeError, match="--tensorboard"):
-        pick_engine("ensemble", runs, live_sinks=True)
+        pick_engine("ensemble", runs, live_sinks=["--tensorboard"])
     with pytest.raises(GradprobeError, match="allowed: auto, loop, ensemble"):
         pick_engine("fast", runs)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -113,15 +114,22 @@ def run(
         "--report-dir", help="Report folder (default <store>/reports/<experiment>-<time>).")] = None,
     tensorboard: Annotated[Path | None, typer.Option(
         "--tensorboard", help="Also log live to this TensorBoard log directory.")] = None,
+    mlflow: Annotated[str | None, typer.Option(
+        "--mlflow", metavar="URI", help="Also log live to MLflow at this tracking URI or directory "
+        "(e.g. sqlite:///mlflow.db; '' = $MLFLOW_TRACKING_URI).")] = None,
+    wandb: Annotated[str | None, typer.Option(
+        "--wandb", metavar="PROJECT", help="Also log live to this W&B project "
+        "(WANDB_MODE=offline keeps it on disk).")] = None,
     engine: Annotated[str, typer.Option(
         help="auto: ensemble where the configs allow it, else loop; loop: one model at a time; "
-             "ensemble: same-shaped runs trained together (no live TensorBoard).")
+             "ensemble: same-shaped runs trained together (no live TensorBoard, MLflow or W&B).")
     ] = "auto",
 ) -> None:
     """Train every arm of EXPERIMENT (x seeds), store each run, and print the comparison."""
     if resume is not None:
         _resume(resume, store, as_json, {"EXPERIMENT": experiment, "--set": set_, "--seeds": seeds is not None,
                                          "--data-dir": data_dir, "--tensorboard": tensorboard is not None,
+                                         "--mlflow": mlflow is not None, "--wandb": wandb is not None,
                                          "--engine": engine == "ensemble",
                                          "--[no-]stop-on-nonfinite": stop_on_nonfinite is not None})
         return
@@ -136,7 +144,8 @@ def run(
     nonfinite = [] if stop_on_nonfinite is None else [f"train.stop_on_nonfinite={str(stop_on_nonfinite).lower()}"]
     data = [] if data_dir is None else [f"data.data_dir={json.dumps(data_dir)}"]
     exp = load_experiment(experiment, data + (set_ or []) + nonfinite, seeds)
-    engine, note = pick_engine(engine, exp.runs, live_sinks=tensorboard is not None)
+    live = {"--tensorboard": tensorboard, "--mlflow": mlflow, "--wandb": wandb}
+    engine, note = pick_engine(engine, exp.runs, live_sinks=[opt for opt, value in live.items() if value is not None])
     if note is not None:
         err.print(note, markup=False, soft_wrap=True)
     if exp.config.kind == "decay":
@@ -145,6 +154,7 @@ def run(
                    f"{exp.name}-{stamp}")
         return
     root = resolve_store(store)
+    reports: list[Callable[[Path], None]] = []  # each MLflow run takes the report as artifacts
     with progress_bars() as bars:
         def progress(cfg: RunConfig):  # one bar per run
             task = bars.add_task(f"{cfg.arm} s{cfg.seed}", total=None)
@@ -153,23 +163,42 @@ def run(
         if engine == "ensemble":
             results = run_experiment_ensembled(exp, root, progress)
         else:
-            results = run_experiment(exp, root, progress, _tensorboard_sinks(tensorboard) if tensorboard else None)
+            results = run_experiment(exp, root, progress, _live_sinks(tensorboard, mlflow, wandb, reports))
     if as_json:
         typer.echo(_json_results(exp, results))
     else:
         _print_results(exp, results, root)
     if not no_report:
-        _report(results, root, report_to, as_json)
+        page = _report(results, root, report_to, as_json)
+        for add_report in reports:
+            add_report(page.parent)
 
 
-def _tensorboard_sinks(logdir: Path) -> SinksFactory:
-    """Return a factory of one live TensorBoard sink per run (imported only when asked for)."""
-    from gradprobe.report.tensorboard import TensorBoardSink
+def _live_sinks(tensorboard: Path | None, mlflow: str | None, wandb: str | None,
+                reports: list[Callable[[Path], None]]) -> SinksFactory | None:
+    """Return a factory of the live sinks asked for, one of each per run (each library imported only then)."""
+    if tensorboard is None and mlflow is None and wandb is None:
+        return None
+    from gradprobe.sinks import MLflowSink, RunSink, TensorBoardSink, WandbSink
 
-    return lambda cfg, run_id: [TensorBoardSink(logdir, cfg.experiment, cfg.arm, cfg.seed)]
+    def make(cfg: RunConfig, run_id: str | None) -> list[RunSink]:
+        sinks: list[RunSink] = []
+        if tensorboard is not None:
+            sinks.append(TensorBoardSink(tensorboard, cfg.experiment, cfg.arm, cfg.seed))
+        if mlflow is not None:
+            tags = {"gradprobe.run_id": run_id or "", "gradprobe.arm": cfg.arm, "gradprobe.seed": str(cfg.seed)}
+            tracked = MLflowSink(mlflow or None, cfg.experiment, run_id, params=cfg.model_dump(mode="json"), tags=tags)
+            reports.append(tracked.add_report)
+            sinks.append(tracked)
+        if wandb is not None:
+            sinks.append(WandbSink(wandb or None, name=run_id, group=cfg.experiment, job_type=cfg.arm,
+                                   config=cfg.model_dump(mode="json")))
+        return sinks
+
+    return make
 
 
-def _report(results: list[RunResult], root: Path, folder: Path | None, as_json: bool) -> None:
+def _report(results: list[RunResult], root: Path, folder: Path | None, as_json: bool) -> Path:
     """Write the figures and report.html of the stored runs; print the page's path (stderr with --json)."""
     from gradprobe.report.html import write_report
     from gradprobe.report.select import report_dir
@@ -178,6 +207,7 @@ def _report(results: list[RunResult], root: Path, folder: Path | None, as_json: 
     runs = [load_run(r.run_id, root) for r in results if r.run_id is not None]
     page, _ = write_report(runs, folder or report_dir(runs, root))
     (err if as_json else out).print(f"report: {page}", markup=False, soft_wrap=True)
+    return page
 
 
 def register(app: typer.Typer) -> None:

@@ -39,6 +39,7 @@ class Structure:
     tied: dict[str, tuple[str, ...]]
     joins: tuple[tuple[str | None, tuple[str, ...]], ...]  # (exit, branch) in forward order
     entry: tuple[str, ...]
+    bilinear: frozenset[str] = frozenset()  # feed a product of two activations (attention q, k, v; gates)
 
     @classmethod
     def parse(cls, data: Any) -> Structure:
@@ -54,7 +55,8 @@ class Structure:
         try:
             return cls(tuple(data["modules"]), data["output"], frozenset(data["norms"]),
                        {k: tuple(v) for k, v in data["tied"].items()},
-                       tuple((j["exit"], tuple(j["branch"])) for j in data["joins"]), tuple(data["entry"]))
+                       tuple((j["exit"], tuple(j["branch"])) for j in data["joins"]), tuple(data["entry"]),
+                       frozenset(data.get("bilinear", ())))  # runs stored before it was read have none
         except (KeyError, TypeError, AttributeError) as err:
             raise GradprobeError(f"structure: malformed ({err!r}); it needs modules, output, norms, tied, joins "
                                  "and entry as model_structure returns them") from err
@@ -154,7 +156,9 @@ def measures(frames: E.Frames, weight: str, t: Thresholds) -> list[Measure] | No
         later = len([x for x in exits if x[0] > j])
         found = [] if exit_ is None or ref is None or not later else [_stream(frames, exit_, ref, later, t)]
         inside = [w for w in frames.weight_layers if E.module_of(w) in branch]
-        if inside and inside[-1] != weight:
+        # A layer feeding a product of two activations (attention's q @ k^T, a gate) gets a gradient scaled by
+        # the other factor by construction (query's by the keys, tiny at small init): not depth-wise vanishing.
+        if inside and inside[-1] != weight and module not in s.bilinear:
             found.append(_grads(frames, weight, inside[-1], t, f"the last weight layer of residual branch {j}"))
         return [m for m in found if m is not None]
     first = s.modules.index(s.joins[0][1][-1]) if s.joins and s.joins[0][1][-1] in s.modules else -1

@@ -19,6 +19,7 @@ from gradprobe import records as R
 from gradprobe.errors import GradprobeError
 from gradprobe.probe import Probe
 from gradprobe.schedules import Schedule
+from gradprobe.sinks.base import RunSink
 from gradprobe.watcher import DEFAULT_BUDGET
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class ProbeSession:
         experiment: the experiment name in the run's meta and id.
         config: what the run stores as its config (hyper-parameters and trainer settings).
         listeners: called with every flushed stats frame (a trainer's logger).
+        sinks: RunSinks (MLflow, W&B, TensorBoard) fed every frame and metric, finished at :meth:`finish`.
         report: also write ``report.html`` for the run at :meth:`finish`.
         probe_kwargs: further :class:`Probe` arguments (``hist_every``, ``params``, ``modules``, ``scaler``, ...).
     """
@@ -61,12 +63,13 @@ class ProbeSession:
     def __init__(self, model: nn.Module, *, every: int | Schedule | None = None, budget: float = DEFAULT_BUDGET,
                  store: str | Path | bool | None = None, run_id: str | None = None, experiment: str = "trainer",
                  config: dict[str, Any] | None = None, listeners: Sequence[StatsListener] = (),
-                 report: bool = False, **probe_kwargs: Any) -> None:
+                 report: bool = False, sinks: Sequence[RunSink] = (), **probe_kwargs: Any) -> None:
         from gradprobe.store.layout import new_run_id
         from gradprobe.store.writer import RunWriter
         from gradprobe.train.env import environment
 
         self.listeners = list(listeners)
+        self.sinks = list(sinks)
         self.report = report
         self.writer = None
         if store is not False:
@@ -88,6 +91,10 @@ class ProbeSession:
             self.writer.add_stats(stats)
             if len(hists):
                 self.writer.add_hists(hists)
+        for sink in self.sinks:
+            sink.add_stats(stats)
+            if len(hists):
+                sink.add_hists(hists)
         for listener in self.listeners:
             listener(stats)
 
@@ -101,9 +108,14 @@ class ProbeSession:
 
     def add_metrics(self, step: int, epoch: int, values: dict[str, float], split: str = R.TRAIN) -> None:
         """Store the trainer's own loss/accuracy for this step (``metrics`` table of the run)."""
-        if self.writer is not None and values:
+        if (self.writer is not None or self.sinks) and values:
             rows = [(step, epoch, split, name, float(v)) for name, v in values.items()]
-            self.writer.add_metrics(pd.DataFrame(rows, columns=list(R.METRIC_COLUMNS)))
+            self.add_metrics_frame(pd.DataFrame(rows, columns=list(R.METRIC_COLUMNS)))
+
+    def add_metrics_frame(self, frame: pd.DataFrame) -> None:
+        """Store many steps' metrics at once (columns :data:`records.METRIC_COLUMNS`): one write, not one per step."""
+        for sink in ([self.writer] if self.writer is not None else []) + self.sinks:
+            sink.add_metrics(frame)
 
     def finish(self, status: str = R.FINISHED, error: str | None = None) -> Any:
         """Detach the probe, store the run's summary, log the diagnosis (returned, or None) and write the report."""
@@ -117,6 +129,8 @@ class ProbeSession:
                    "first_nonfinite": self.probe.first_nonfinite}
         if self.writer is not None:
             self.writer.finish(status, summary, error)
+        for sink in self.sinks:
+            sink.finish(status, summary, error)
         result = None
         try:
             result = diagnose(self.probe)

@@ -104,7 +104,8 @@ def loss_accuracy(runs: Sequence[Run]) -> Figure:
     acc_ax.set_ylim(0, 1.02)
     acc_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     acc_ax.set_title("Accuracy")
-    acc_ax.legend(title="arm" if len(splits) == 1 else "arm (split)", fontsize="small")
+    legend_ax = acc_ax if acc_ax.get_legend_handles_labels()[0] else loss_ax  # a run may store only its loss
+    legend_ax.legend(title="arm" if len(splits) == 1 else "arm (split)", fontsize="small")
     fig.suptitle(experiment_title(runs, "loss and accuracy per arm"))
     return fig
 

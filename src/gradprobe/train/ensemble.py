@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -58,11 +58,11 @@ def _alone(cfg: RunConfig) -> bool:
     return loop_reason(cfg) is not None
 
 
-def pick_engine(engine: str, cfgs: list[RunConfig], live_sinks: bool = False) -> tuple[str, str | None]:
+def pick_engine(engine: str, cfgs: list[RunConfig], live_sinks: Sequence[str] = ()) -> tuple[str, str | None]:
     """Resolve ``--engine`` (auto, loop or ensemble) for ``cfgs``; with it, one line saying why auto used the loop.
 
     ``auto`` is the ensemble (which trains each config it cannot group with the loop) unless live
-    sinks such as TensorBoard are asked for, which only the loop feeds.
+    sinks are asked for (``live_sinks``: their options, e.g. ``["--tensorboard"]``), which only the loop feeds.
 
     Raises:
         GradprobeError: for an unknown engine, or ``ensemble`` forced with live sinks.
@@ -70,12 +70,13 @@ def pick_engine(engine: str, cfgs: list[RunConfig], live_sinks: bool = False) ->
     if engine not in ENGINES:
         raise GradprobeError(f"--engine: {engine!r} is not an engine; allowed: {', '.join(ENGINES)}")
     if engine == "ensemble" and live_sinks:
-        raise GradprobeError("--engine: 'ensemble' cannot log live to --tensorboard; use --engine loop, "
-                             "or export afterwards with 'gradprobe export tensorboard'")
+        raise GradprobeError(f"--engine: 'ensemble' cannot log live to {', '.join(live_sinks)}; use --engine loop"
+                             + (", or export afterwards with 'gradprobe export tensorboard'"
+                                if list(live_sinks) == ["--tensorboard"] else ""))
     if engine != "auto":
         return engine, None
     if live_sinks:
-        return "loop", "engine: loop, because --tensorboard logs live only from the loop engine"
+        return "loop", f"engine: loop, because {', '.join(live_sinks)} log live only from the loop engine"
     reasons = [r for r in map(loop_reason, cfgs) if r is not None]
     if not reasons:
         return "ensemble", None

@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 import torch
@@ -16,6 +16,7 @@ from gradprobe import records as R
 from gradprobe.data.datasets import Dataset
 from gradprobe.diagnose.factors import median_factor, vanishing_factor
 from gradprobe.probe import Probe
+from gradprobe.sinks.base import RunSink  # re-exported: the interface lives in gradprobe.sinks
 from gradprobe.store.artifacts import count_parts, remove_checkpoint
 from gradprobe.store.layout import CHECKPOINT
 from gradprobe.store.writer import RunWriter
@@ -29,15 +30,6 @@ Progress = Callable[[int, int], None]  # (steps done, total steps)
 # Which loss the recorded gradient statistics differentiate: the data loss, without the L2 term
 # (the optimiser still steps on data loss + L2), as the CS231n notebook records its heuristic.
 GRAD_OF = "data_loss"
-
-
-class RunSink(Protocol):
-    """Where a run's records go as they are made: the run store, live TensorBoard, ..."""
-
-    def add_stats(self, df: pd.DataFrame) -> None: ...
-    def add_hists(self, df: pd.DataFrame) -> None: ...
-    def add_metrics(self, df: pd.DataFrame) -> None: ...
-    def finish(self, status: str, summary: dict[str, Any] | None = None, error: str | None = None) -> None: ...
 
 
 @dataclass
