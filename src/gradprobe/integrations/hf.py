@@ -19,7 +19,7 @@ import pandas as pd
 from torch import nn
 
 from gradprobe import records as R
-from gradprobe.integrations.session import ProbeSession, missing, scalar_metrics
+from gradprobe.integrations.session import CALLBACK_BUDGET, ProbeSession, missing, scalar_metrics
 from gradprobe.schedules import Schedule
 
 try:
@@ -27,7 +27,6 @@ try:
 except ImportError:
     raise missing("transformers", "hf") from None
 
-DEFAULT_BUDGET = 0.01  # the callback's default cadence: at most 1% of train()'s wall time in the probe
 _METRICS = ("loss", "grad_norm", "learning_rate")  # the Trainer's train logs kept in the run's metrics table
 _ARGS = ("learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm",
          "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
@@ -52,7 +51,7 @@ class GradprobeTrainerCallback(TrainerCallback):
     kept in :attr:`diagnosis`. With several processes only the main one records.
     """
 
-    def __init__(self, every: int | Schedule | None = None, *, budget: float = DEFAULT_BUDGET,
+    def __init__(self, every: int | Schedule | None = None, *, budget: float = CALLBACK_BUDGET,
                  store: str | bool | None = None, report: bool = False, **session_kwargs: Any) -> None:
         self.every, self.budget, self.store, self.report = every, budget, store, report
         self.session_kwargs = session_kwargs

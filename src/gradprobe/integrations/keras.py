@@ -29,10 +29,9 @@ from torch import nn
 
 from gradprobe import records as R
 from gradprobe.errors import GradprobeError
-from gradprobe.integrations.session import ProbeSession, missing
+from gradprobe.integrations.session import CALLBACK_BUDGET, ProbeSession, missing
 from gradprobe.probe import Probe
 from gradprobe.schedules import Schedule
-from gradprobe.watcher import DEFAULT_BUDGET
 
 try:
     import keras
@@ -114,7 +113,7 @@ class GradprobeKerasCallback(keras.callbacks.Callback):
             probe would misread: ``jit_compile=True``, ``gradient_accumulation_steps``, a loss scale.
     """
 
-    def __init__(self, *, every: int | Schedule | None = None, budget: float = DEFAULT_BUDGET,
+    def __init__(self, *, every: int | Schedule | None = None, budget: float = CALLBACK_BUDGET,
                  store: str | Path | bool | None = None, run_id: str | None = None, report: bool = False,
                  **probe_kwargs: Any) -> None:
         super().__init__()

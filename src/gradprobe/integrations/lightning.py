@@ -20,7 +20,7 @@ from torch import nn
 
 from gradprobe import records as R
 from gradprobe.errors import GradprobeError
-from gradprobe.integrations.session import ProbeSession, missing, scalar_metrics
+from gradprobe.integrations.session import CALLBACK_BUDGET, ProbeSession, missing, scalar_metrics
 from gradprobe.schedules import Schedule
 
 try:
@@ -29,7 +29,6 @@ try:
 except ImportError as exc:
     raise missing("lightning", "lightning") from exc
 
-DEFAULT_BUDGET = 0.01  # the callback's default cadence: at most 1% of the fit's wall time in the probe
 LOSS_BUFFER = 4096  # batch losses kept on device before one transfer and one store write
 
 
@@ -54,7 +53,7 @@ class GradprobeCallback(pl.Callback):
     its recorded gradients and gets an update ratio of 0.
     """
 
-    def __init__(self, every: int | Schedule | None = None, *, budget: float = DEFAULT_BUDGET,
+    def __init__(self, every: int | Schedule | None = None, *, budget: float = CALLBACK_BUDGET,
                  store: str | bool | None = None, report: bool = False, optimizer: int = 0,
                  **session_kwargs: Any) -> None:
         if not isinstance(optimizer, int) or optimizer < 0:

@@ -20,9 +20,9 @@ from gradprobe.errors import GradprobeError
 from gradprobe.probe import Probe
 from gradprobe.schedules import Schedule
 from gradprobe.sinks.base import RunSink
-from gradprobe.watcher import DEFAULT_BUDGET
 
 log = logging.getLogger(__name__)
+CALLBACK_BUDGET = 0.01  # the trainer callbacks' default cadence: at most 1% of the fit's wall time in the probe
 StatsListener = Callable[[pd.DataFrame], None]  # e.g. a trainer's own logger, fed at every flush
 
 
@@ -60,7 +60,7 @@ class ProbeSession:
         probe_kwargs: further :class:`Probe` arguments (``hist_every``, ``params``, ``modules``, ``scaler``, ...).
     """
 
-    def __init__(self, model: nn.Module, *, every: int | Schedule | None = None, budget: float = DEFAULT_BUDGET,
+    def __init__(self, model: nn.Module, *, every: int | Schedule | None = None, budget: float = CALLBACK_BUDGET,
                  store: str | Path | bool | None = None, run_id: str | None = None, experiment: str = "trainer",
                  config: dict[str, Any] | None = None, listeners: Sequence[StatsListener] = (),
                  report: bool = False, sinks: Sequence[RunSink] = (), **probe_kwargs: Any) -> None:
@@ -158,4 +158,4 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-__all__ = ["ProbeSession", "StatsListener", "missing", "scalar_metrics"]
+__all__ = ["CALLBACK_BUDGET", "ProbeSession", "StatsListener", "missing", "scalar_metrics"]
