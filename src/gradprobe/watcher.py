@@ -54,8 +54,9 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, e
             (the default) records under ``budget`` instead.
         budget: the largest share of wall time the probe may take when ``every`` is None: it records
             step 0, every power of two, at least every 1000 steps, and more while it stays under it.
-        print_diagnosis: print the diagnosis on stderr when the block ends (also after an exception,
-            e.g. a NaN check or Ctrl-C, when at least one step was recorded).
+        print_diagnosis: print the compact diagnosis (one line per layer, remedies once per verdict, 80
+            columns) on stderr when the block ends (also after an exception, e.g. a NaN check or Ctrl-C,
+            when at least one step was recorded); ``gradprobe.diagnose(probe).verbose()`` has the evidence.
         probe_kwargs: further :class:`Probe` arguments (``hist_every``, ``params``, ``modules``, ``options``, ``sink``).
 
     Yields:

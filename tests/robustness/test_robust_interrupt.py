@@ -27,9 +27,9 @@ record: {every: 1, hist_every: 16}
 KEYS = ["step", "layer", "tensor", "kind", "stat"]
 
 
-def _source(tmp_path: Path) -> str:
+def _source(tmp_path: Path, epochs: int = 20) -> str:
     path = tmp_path / "long.yaml"
-    path.write_text(LONG)
+    path.write_text(LONG.replace("epochs: 20", f"epochs: {epochs}"))
     return str(path)
 
 
@@ -122,7 +122,8 @@ def test_killed_run_resumes_to_the_same_weights_and_records(tmp_path: Path) -> N
 
 def test_resume_refuses_finished_live_and_broken_runs(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    child = robust_proc.start(["run", _source(tmp_path), "--store", str(store)], tmp_path / "logs")
+    # Long enough (it is killed below) that the run is still being written when --resume starts.
+    child = robust_proc.start(["run", _source(tmp_path, epochs=100), "--store", str(store)], tmp_path / "logs")
     _wait_for(store, "checkpoint.pt")
     run_id = list_runs(store)["run_id"][0]
     live = robust_proc.run(["run", "--resume", run_id, "--store", str(store)], tmp_path / "logs")

@@ -1,4 +1,7 @@
-"""``gradprobe diagnose RUN``: the verdict on a stored run, overall and per layer, with evidence and remedies."""
+"""``gradprobe diagnose RUN``: the verdict on a stored run, one line per layer and the remedies per verdict.
+
+``--verbose`` prints every layer's evidence in words; ``--json`` the same as one JSON object.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ def diagnose(
     run: Annotated[str, typer.Argument(help="Run id or a unique prefix of one.")],
     store: StoreOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Every layer's full evidence and remedies, not one line per layer.")] = False,
     vanishing_ratio: Annotated[float | None, typer.Option(
         help="Vanishing below this error ratio to the output layer [0.1].", show_default=False)] = None,
     exploding_ratio: Annotated[float | None, typer.Option(
@@ -45,7 +50,7 @@ def diagnose(
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
         return
-    out.print(str(result), markup=False, highlight=False)
+    out.print(result.verbose() if verbose else result.compact(), markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,6 +1,6 @@
 """MLflow output: a RunSink that logs a run's statistics and metrics to one MLflow run.
 
-Scalars go through ``MlflowClient.log_batch`` (asynchronously, at most 1000 metrics a call) as
+Scalars go through ``MlflowClient.log_batch`` (synchronously, at most 1000 metrics a call) as
 ``<kind>/<stat>/<layer>.<tensor>`` and ``metrics/<split>/<metric>``, sanitised to the characters
 MLflow allows on every platform. Histograms are skipped: MLflow has no histogram type, and the
 report's histogram figures arrive as artifacts with :meth:`MLflowSink.add_report`.
@@ -92,7 +92,6 @@ class MLflowSink:
 
             raise missing("MLflow", "mlflow") from None
         self._metric, self._clock = Metric, clock
-        self._pending: list[Any] = []  # RunOperations of the queued log_batch calls
         try:
             self.client = MlflowClient(tracking_uri=tracking_uri(uri))
             found = self.client.get_experiment_by_name(experiment)
@@ -106,12 +105,14 @@ class MLflowSink:
         _log.info("logging to MLflow run %s at %s", self.run_id, self.client.tracking_uri)
 
     def _log(self, rows: Rows) -> None:
-        """Queue every ``{step: {key: value}}`` entry, at most 1000 metrics a call."""
+        """Log every ``{step: {key: value}}`` entry, at most 1000 metrics a call."""
         stamp = int(self._clock() * 1000)
         metrics = [self._metric(mlflow_key(key), value, stamp, step)
                    for step, values in rows.items() for key, value in values.items()]
         for chunk in _chunks(metrics, METRICS_PER_CALL):
-            self._pending.append(self.client.log_batch(self.run_id, metrics=chunk, synchronous=False))
+            # Synchronous: MLflow's async queue races on its own file store (two batches creating one
+            # metric directory fail with 'File exists'), and a lost batch would be a silent gap.
+            self.client.log_batch(self.run_id, metrics=chunk)
 
     def add_stats(self, df: pd.DataFrame) -> None:
         """Log every row of a STAT_COLUMNS frame as ``<kind>/<stat>/<layer>.<tensor>`` at its step."""
@@ -130,11 +131,8 @@ class MLflowSink:
             self.client.log_artifacts(self.run_id, str(folder), artifact_path="report")
 
     def finish(self, status: str, summary: dict[str, Any] | None = None, error: str | None = None) -> None:
-        """Wait for queued metrics, log the summary's numbers and the status, and end the MLflow run."""
+        """Log the summary's numbers and the status, and end the MLflow run."""
         self._log({int((summary or {}).get("steps") or 0): summary_scalars(summary)})
-        for pending in self._pending:
-            pending.wait()
-        self._pending.clear()
         self.client.set_tag(self.run_id, "gradprobe.status", status)
         if error:
             self.client.set_tag(self.run_id, "gradprobe.error", error[:_TAG_LENGTH])
