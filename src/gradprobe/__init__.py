@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gradprobe.diagnose.engine import diagnose
+    from gradprobe.nan_guard import nan_guard
     from gradprobe.probe import Probe, ProbeOptions
     from gradprobe.store.reader import load_run
     from gradprobe.watcher import watch
@@ -28,6 +29,7 @@ _PUBLIC = {
     "ProbeOptions": "gradprobe.probe",
     "diagnose": "gradprobe.diagnose.engine",
     "load_run": "gradprobe.store.reader",
+    "nan_guard": "gradprobe.nan_guard",
     "watch": "gradprobe.watcher",
 }
 
@@ -61,4 +63,4 @@ class _Package(types.ModuleType):
 sys.modules[__name__].__class__ = _Package
 
 
-__all__ = ["Probe", "ProbeOptions", "__version__", "diagnose", "load_run", "watch"]
+__all__ = ["Probe", "ProbeOptions", "__version__", "diagnose", "load_run", "nan_guard", "watch"]
