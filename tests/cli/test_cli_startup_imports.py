@@ -1,4 +1,9 @@
-"""Commands that do not train must not import torch, pandas, scipy or the plotting libraries (issue 11)."""
+"""Commands that do not train must not import torch, pandas, scipy or the plotting libraries (issue 11).
+
+Each command runs through the real entry point in a fresh interpreter; what it imported is read
+from ``sys.modules`` afterwards. ``ls`` reads only ``run.json`` files; ``show`` needs pyarrow for the
+gradient table (parquet) but not pandas; ``query`` needs DuckDB and pandas but not torch.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
-HEAVY = ("torch", "pandas", "scipy", "matplotlib", "plotly", "duckdb")
+from gradprobe import records as R
+from gradprobe.store import RunWriter
+
+HEAVY = ("torch", "pandas", "pyarrow", "duckdb", "scipy", "matplotlib", "plotly")
 
 # Runs the real entry point with ARGV, then prints which heavy modules it loaded as JSON on stderr's last line.
 _PROBE = """
@@ -36,9 +46,21 @@ def _loaded(args: list[str], store: Path) -> list[str]:
     return json.loads(res.stderr.strip().splitlines()[-1])
 
 
+def _store_with_a_run(root: Path) -> str:
+    """A store holding one finished run with gradient statistics at three steps; returns its id."""
+    run_id = "exp.relu.s0.20260101-000000.abcd"
+    rows = [(step, f"layers.{i}", "weight", R.GRAD, R.MEAN_ABS, 10.0 ** -i / (step + 1))
+            for step in (0, 5, 10) for i in range(3)]
+    with RunWriter(root, run_id, config={"lr": 0.1}, env={}, meta={"experiment": "exp", "arm": "relu",
+                                                                 "seed": 0}) as writer:
+        writer.add_stats(pd.DataFrame(rows, columns=list(R.STAT_COLUMNS)).astype({"value": np.float64}))
+        writer.set_summary(final_loss=0.5, train_accuracy=0.9)
+    return run_id
+
+
 def test_importing_the_cli_loads_no_heavy_module():
     code = ("import gradprobe.cli.main; import sys; "
-            "print(sorted(m for m in ('torch','pandas','scipy','matplotlib','plotly') if m in sys.modules))")
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
@@ -60,6 +82,18 @@ def test_presets_lists_every_preset_without_torch(tmp_path):
     assert _loaded(["presets"], tmp_path) == []
 
 
-def test_ls_reads_the_store_without_torch_or_plotting(tmp_path):
-    loaded = _loaded(["ls"], tmp_path)
+def test_ls_reads_run_json_files_only(tmp_path):
+    _store_with_a_run(tmp_path)
+    assert _loaded(["ls"], tmp_path) == []
+
+
+def test_show_reads_the_gradient_table_with_pyarrow_alone(tmp_path):
+    run_id = _store_with_a_run(tmp_path)
+    assert _loaded(["show", run_id], tmp_path) == ["pyarrow"]
+
+
+def test_query_loads_duckdb_but_not_torch(tmp_path):
+    _store_with_a_run(tmp_path)
+    loaded = _loaded(["query", "select count(*) as n from stats"], tmp_path)
+    assert "duckdb" in loaded
     assert not {"torch", "scipy", "matplotlib", "plotly"} & set(loaded)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,21 +16,48 @@ from gradprobe.cli.run import StoreOpt
 def ls(store: StoreOpt = None,
        as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON records.")] = False) -> None:
     """List the runs in the store, oldest first."""
-    from gradprobe.store.reader import list_runs
+    from gradprobe.store.reader import read_run_docs, run_rows, runs_frame
 
-    runs = list_runs(store)
-    if as_json:
-        typer.echo(runs.to_json(orient="records"))
+    docs = read_run_docs(store)
+    if as_json:  # pandas writes the records, as it always has
+        typer.echo(runs_frame(docs).to_json(orient="records"))
         return
-    if runs.empty:
+    if not docs:
         out.print("no runs in this store; try 'gradprobe run circles-deep'")
         return
-    get = lambda r, k: r.get(k) if k in r else None  # noqa: E731
-    rows = [[r["run_id"], str(r["experiment"]), str(r["arm"]), str(r["seed"]), str(r["status"]),
-             num(get(r, "summary.final_loss")), pct(get(r, "summary.train_accuracy")),
-             num(get(r, "summary.vanishing_factor"), 3)] for r in runs.to_dict("records")]
+    rows = [[r["run_id"], str(r["experiment"]), str(r["arm"]), num(r["seed"]), str(r["status"]),
+             num(r.get("summary.final_loss")), pct(r.get("summary.train_accuracy")),
+             num(r.get("summary.vanishing_factor"), 3)] for r in run_rows(docs)]
     out.print(table("runs", ["run id", "experiment", "arm", "seed", "status", "final loss", "train acc",
                              "vanishing factor"], rows))
+
+
+def _per_parameter(columns: dict[str, Any]) -> tuple[int, int, list[list[str]]]:
+    """First and last step, and per parameter the mean at each and the median over all steps, in table rows.
+
+    ``columns``: step, layer, tensor, value as lists sorted by step (parameters in order of appearance).
+    """
+    import numpy as np
+
+    step, value = np.asarray(columns["step"]), np.asarray(columns["value"], dtype=np.float64)
+    names = np.array([f"{layer}.{tensor}" for layer, tensor in zip(columns["layer"], columns["tensor"], strict=True)])
+    unique, first_seen, which = np.unique(names, return_index=True, return_inverse=True)
+    first, last = int(step.min()), int(step.max())
+    rows = []
+    for i in np.argsort(first_seen):
+        mine = which == i
+        rows.append([str(unique[i]), num(float(value[mine & (step == first)].mean()), 3),
+                     num(float(np.median(value[mine])), 3), num(float(value[mine & (step == last)].mean()), 3)])
+    return first, last, rows
+
+
+def _value(key: str, value: Any) -> str:
+    """A summary value as a cell; the probe's cost as a sentence."""
+    if key == "probe_cost" and isinstance(value, dict):
+        budget = value.get("budget")
+        return (f"{pct(value.get('overhead'))} of wall time, {value.get('recorded_steps')} of {value.get('steps')} "
+                f"steps recorded" + (f" (budget {pct(budget)})" if budget is not None else ""))
+    return num(value) if isinstance(value, float) else str(value)
 
 
 def show(run: Annotated[str, typer.Argument(help="Run id or a unique prefix of one.")], store: StoreOpt = None,
@@ -46,18 +73,10 @@ def show(run: Annotated[str, typer.Argument(help="Run id or a unique prefix of o
     out.print(f"[bold]{r.run_id}[/bold]  status: {r.status}")
     out.print(f"experiment {r.meta.get('experiment')}  arm {r.meta.get('arm')}  seed {r.meta.get('seed')}")
     summary = {k: v for k, v in r.summary.items() if k != "weight_layers"}
-    out.print(table("summary", ["key", "value"], [[k, num(v) if isinstance(v, float) else str(v)]
-                                                   for k, v in summary.items()]))
-    frame = r.frame(kind=R.GRAD, stat=R.MEAN_ABS)
-    if not frame.empty:
-        per_layer = frame.assign(name=frame.layer + "." + frame.tensor).groupby("name", sort=False)["value"]
-        steps = sorted(frame.step.unique())
-        first, last = steps[0], steps[-1]
-        rows = []
-        for name, grp in frame.assign(name=frame.layer + "." + frame.tensor).groupby("name", sort=False):
-            rows.append([name, num(grp[grp.step == first].value.mean(), 3), num(grp.value.median(), 3),
-                         num(grp[grp.step == last].value.mean(), 3)])
-        del per_layer
+    out.print(table("summary", ["key", "value"], [[k, _value(k, v)] for k, v in summary.items()]))
+    grads = r.table("stats", stat=R.MEAN_ABS, record_kind=R.GRAD)
+    if grads.num_rows:
+        first, last, rows = _per_parameter(grads.to_pydict())
         out.print(table(f"mean |grad| per parameter (step {first}, median, step {last})",
                         ["parameter", f"step {first}", "median", f"step {last}"], rows))
     out.print(f"config: {json.dumps(r.config)}")

@@ -3,7 +3,7 @@
 from gradprobe.quantities.activation_stats import FAMILIES, ActivationStats, Family, family_of
 from gradprobe.quantities.base import Inputs, Quantity
 from gradprobe.quantities.curvature import top_hessian_eigenvalue
-from gradprobe.quantities.histograms import histogram, unpack_histogram
+from gradprobe.quantities.histograms import histogram, unpack_histogram, unpack_histograms
 from gradprobe.quantities.noise import (
     NoiseScale,
     gradient_snr,
@@ -36,5 +36,6 @@ __all__ = [
     "tensor_stats",
     "top_hessian_eigenvalue",
     "unpack_histogram",
+    "unpack_histograms",
     "update_norms",
 ]

@@ -8,6 +8,7 @@ exactly 0 in ReLU-like flat regions, below :data:`DEAD_TOLERANCE` in the tails o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -17,7 +18,7 @@ from torch import nn
 from gradprobe import records as R
 from gradprobe.activations import DeadRegion, Family, families
 from gradprobe.quantities.base import Inputs, Quantity
-from gradprobe.quantities.tensor_stats import finalize_moments, moments_for, tensor_moments
+from gradprobe.quantities.tensor_stats import finalize_moments, group_moments, moments_for, tensor_moments
 
 DEAD_TOLERANCE = 1e-3  # |f'(x)| below this passes no useful gradient (the slopes of these activations peak near 1)
 
@@ -91,18 +92,35 @@ def flat_mask(region: DeadRegion, source: torch.Tensor | None, out: torch.Tensor
     return sides[0] | sides[1] if len(sides) == 2 else sides[0]
 
 
-def dead_units(region: DeadRegion, source: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
-    """Per unit (all dims but the batch dim 0), whether its derivative is ~0 for every example: bool (units,)."""
+def dead_units(region: DeadRegion, source: torch.Tensor | None, out: torch.Tensor,
+               members: int | None = None) -> torch.Tensor:
+    """Per unit (all dims but the batch dim 0), whether its derivative is ~0 for every example: bool (units,).
+
+    With ``members=M``, ``out`` is ``(M, B, ...)`` (batch dim 1) and the result ``(M, units)``.
+    """
     mask = flat_mask(region, source, out)
-    return mask.reshape(out.shape[0] if out.dim() > 1 else 1, -1).all(dim=0)  # (units,)
+    if members is None:
+        return mask.reshape(out.shape[0] if out.dim() > 1 else 1, -1).all(dim=0)  # (units,)
+    return mask.reshape(members, out.shape[1] if out.dim() > 2 else 1, -1).all(dim=1)  # (M, units)
 
 
-def saturated_count(out: torch.Tensor, bounds: tuple[float, float], tol: float) -> torch.Tensor:
-    """Number of entries within ``tol`` of the output range from either asymptote."""
+def _count(mask: torch.Tensor, members: int | None) -> torch.Tensor:
+    """True entries of ``mask``: 0-d, or ``(M,)`` per member of a leading member dimension."""
+    return mask.sum() if members is None else mask.reshape(members, -1).sum(1)
+
+
+def saturated_count(out: torch.Tensor, bounds: tuple[float, float], tol: float,
+                    members: int | None = None) -> torch.Tensor:
+    """Number of entries within ``tol`` of the output range from either asymptote (per member with ``members``)."""
     lo, hi = bounds
     margin = tol * (hi - lo)
     x = out.detach()
-    return ((x <= lo + margin) | (x >= hi - margin)).sum()
+    return _count((x <= lo + margin) | (x >= hi - margin), members)
+
+
+def negative_count(source: torch.Tensor, members: int | None = None) -> torch.Tensor:
+    """Number of negative entries of a leaky activation's input (per member with ``members``)."""
+    return _count(source.detach() < 0, members)
 
 
 def units_of(out: torch.Tensor) -> int:
@@ -129,6 +147,7 @@ class ActivationStats(Quantity):
         self._plain = tuple(s for s in self.stats if s not in self.extras)
         self.moments = moments_for(self._plain)
         self.dead_column = len(self.moments)
+        self._member_cache: dict[tuple[Family | None, ...], tuple[tuple[str, ...], list[tuple[int, int]]]] = {}
 
     def stats_for(self, inputs: Inputs) -> tuple[str, ...]:
         family = inputs.family if isinstance(inputs.family, Family) else None
@@ -153,10 +172,57 @@ class ActivationStats(Quantity):
         if R.SATURATED_FRAC in stats and isinstance(family, Family) and family.bounds is not None:
             counts.append(saturated_count(out, family.bounds, self.saturation_tol))
         if R.NEGATIVE_FRAC in stats:
-            counts.append(((inputs.source if inputs.source is not None else out).detach() < 0).sum())
+            counts.append(negative_count(inputs.source if inputs.source is not None else out))
         if counts:
             parts.append(torch.stack(counts).to(dtype))
         return torch.cat(parts) if parts else torch.zeros(0)
+
+    def member_stats(self, families: Sequence[Family | None]) -> tuple[str, ...]:
+        """The stats of one module output across members with these families: the union of their ``stats_for``."""
+        return self._members(tuple(families))[0]
+
+    def _members(self, families: tuple[Family | None, ...]) -> tuple[tuple[str, ...], list[tuple[int, int]]]:
+        """:meth:`member_stats` and the runs ``(start, stop)`` of equal families along M (cached: per step)."""
+        if families not in self._member_cache:
+            kept = [self.stats_for(Inputs(torch.zeros(()), family=f)) for f in families]
+            runs: list[list[int]] = []
+            for i, family in enumerate(families):
+                if runs and families[runs[-1][0]] == family:
+                    runs[-1][1] = i + 1
+                else:
+                    runs.append([i, i + 1])
+            self._member_cache[families] = (self._plain + tuple(s for s in self.extras if any(s in k for k in kept)),
+                                            [(a, b) for a, b in runs])
+        return self._member_cache[families]
+
+    def raw_members(self, out: torch.Tensor, source: torch.Tensor, families: Sequence[Family | None]) -> torch.Tensor:
+        """Rows ``(M, k)`` of a member block ``out`` (M, B, ...) with input ``source`` and member families.
+
+        Columns are :meth:`raw`'s with the dead count at :attr:`dead_column`, i.e. a committed row of
+        the probe, for the stats of :meth:`member_stats`; a member whose family lacks an extra stat
+        gets 0 there (the caller drops it). One op per run of equal families along M.
+        """
+        m = out.shape[0]
+        stats, runs = self._members(tuple(families))
+        parts = [group_moments([out], self.moments, members=m)] if self.moments else []
+        counts = []
+        for stat in (s for s in self.extras if s in stats):
+            cols = []
+            for start, stop in runs:
+                fam, o, n = families[start], out[start:stop], stop - start
+                if stat == R.DEAD_FRAC and fam is not None and fam.dead is not None:
+                    cols.append(dead_units(fam.dead, source[start:stop], o, members=n).sum(1))
+                elif stat == R.SATURATED_FRAC and fam is not None and fam.bounds is not None:
+                    cols.append(saturated_count(o, fam.bounds, self.saturation_tol, members=n))
+                elif stat == R.NEGATIVE_FRAC and fam is not None and fam.leaky:
+                    cols.append(negative_count(source[start:stop], members=n))
+                else:
+                    cols.append(out.new_zeros(n, dtype=torch.long))
+            counts.append(cols[0] if len(cols) == 1 else torch.cat(cols))
+        dtype = parts[0].dtype if parts else out.dtype
+        if counts:
+            parts.append(torch.stack(counts, dim=1).to(dtype))
+        return torch.cat(parts, dim=1) if parts else out.new_zeros(m, 0)
 
     def meta(self, inputs: Inputs) -> tuple[float, ...]:
         out = inputs.value
@@ -172,4 +238,4 @@ class ActivationStats(Quantity):
 
 
 __all__ = ["DEAD_TOLERANCE", "FAMILIES", "ActivationStats", "DeadRegion", "Family", "dead_units", "family_of",
-           "flat_mask", "saturated_count", "units_of"]
+           "flat_mask", "negative_count", "saturated_count", "units_of"]

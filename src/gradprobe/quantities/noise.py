@@ -1,17 +1,21 @@
 """Gradient noise: per-example signal-to-noise and the simple noise scale of McCandlish et al. (2018).
 
-Standalone functions of a model and data; no hooks, no I/O.
+Standalone functions of a model and data, and the ``noise`` quantity the probe records from two batch
+sizes (:mod:`gradprobe.noise_scale` gathers its inputs); no hooks, no I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from gradprobe import records as R
+from gradprobe.quantities.base import Inputs, Quantity
 from gradprobe.quantities.curvature import LossFn
 
 MODEL_KEY = ""  # key of the whole-model entry, as records name the root module ""
@@ -131,9 +135,38 @@ def simple_noise_scale(g_small_sq: Num, g_big_sq: Num, b_small: float, b_big: fl
     """
     if not 0 < b_small < b_big:
         raise ValueError(f"b_small={b_small!r}, b_big={b_big!r}: need 0 < b_small < b_big")
+    return _estimate(g_small_sq, g_big_sq, b_small, b_big)
+
+
+def _estimate(g_small_sq: Any, g_big_sq: Any, b_small: Any, b_big: Any) -> tuple[Any, Any, Any]:
+    """:func:`simple_noise_scale`'s arithmetic, elementwise (batch sizes may be arrays too), unchecked."""
     grad_sq = (b_big * g_big_sq - b_small * g_small_sq) / (b_big - b_small)
     trace_sigma = (g_small_sq - g_big_sq) / (1.0 / b_small - 1.0 / b_big)
     return trace_sigma / grad_sq, grad_sq, trace_sigma
+
+
+class NoiseStats(Quantity):
+    """Kind ``noise``: the simple noise scale and its parts from raw ``[|G_small|^2, |G_big|^2]`` per row.
+
+    Meta per row is ``(b_small, b_big)``; finalising applies :func:`simple_noise_scale` to all rows at once.
+    """
+
+    kind = R.NOISE
+    available = R.NOISE_STATS
+
+    def raw(self, inputs: Inputs) -> torch.Tensor:
+        return inputs.value  # (2,): mean |G_small|^2, |G_big|^2
+
+    def meta(self, inputs: Inputs) -> tuple[float, ...]:
+        raise NotImplementedError("noise rows carry their batch sizes as meta; see gradprobe.noise_scale")
+
+    def finalize(self, raw: np.ndarray, meta: np.ndarray, stats: tuple[str, ...]) -> np.ndarray:
+        small, big, b_small, b_big = raw[:, 0], raw[:, 1], meta[:, 0], meta[:, 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b_simple, grad_sq, trace = _estimate(small, big, b_small, b_big)
+        cols = {R.B_SIMPLE: b_simple, R.GRAD_SQ: grad_sq, R.TRACE_SIGMA: trace, R.GRAD_SQ_SMALL: small,
+                R.GRAD_SQ_BIG: big, R.B_SMALL: b_small, R.B_BIG: b_big}
+        return np.column_stack([cols[s] for s in stats])
 
 
 def noise_scale_from_microbatches(
@@ -189,6 +222,7 @@ def noise_scale_from_microbatches(
 __all__ = [
     "MODEL_KEY",
     "NoiseScale",
+    "NoiseStats",
     "gradient_snr",
     "noise_scale_from_microbatches",
     "per_example_grads",

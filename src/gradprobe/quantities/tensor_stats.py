@@ -40,87 +40,115 @@ def moments_for(stats: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(m for m in _ORDER if m in needed)
 
 
-def _reduce(x: torch.Tensor, moments: tuple[str, ...]) -> list[torch.Tensor]:
-    """The reductions of ``x`` in ``moments`` (which holds no non-finite count), in ``x``'s dtype."""
-    total = x.sum() if SUM in moments else None
+def _reduce(x: torch.Tensor, moments: tuple[str, ...], dim: int | None = None) -> list[torch.Tensor]:
+    """The reductions of ``x`` in ``moments`` (which holds no non-finite count), in ``x``'s dtype.
+
+    ``dim=None`` reduces all of ``x`` (0-d results); ``dim=1`` reduces each row of a member block
+    ``(M, n)`` (results ``(M,)``, one per member).
+    """
+    total = x.sum(dim) if SUM in moments else None
     ax = x.abs() if SUM_ABS in moments or MAX_ABS in moments else None
     parts: list[torch.Tensor] = []
     for m in moments:
         if m == SUM:
             parts.append(total)  # type: ignore[arg-type]
         elif m == SUM_ABS:
-            parts.append(ax.sum())  # type: ignore[union-attr]
+            parts.append(ax.sum(dim))  # type: ignore[union-attr]
         elif m == ROOT_SSD:  # x - mean is fresh and contiguous: the norm reads it as a flat view
-            parts.append(torch.linalg.vector_norm(x - total / x.numel()))  # type: ignore[operator]
+            mean = total / x.numel() if dim is None else total[:, None] / x.shape[1]  # type: ignore[index, operator]
+            parts.append(torch.linalg.vector_norm(x - mean, dim=dim))
         elif m == MAX_ABS:
-            parts.append(ax.amax())  # type: ignore[union-attr]
+            parts.append(ax.amax() if dim is None else ax.amax(dim))  # type: ignore[union-attr]
         else:  # NONZERO
-            parts.append(torch.count_nonzero(x).to(x.dtype))
+            parts.append(torch.count_nonzero(x, dim).to(x.dtype))
     return parts
 
 
-def _scaled(x: torch.Tensor, moments: tuple[str, ...]) -> torch.Tensor:
-    """Reductions of ``x`` computed on ``x / max|x|`` (no overflow), in float64 (float32 on MPS), no count."""
-    peak = x.abs().amax()
-    scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
+def _scaled(x: torch.Tensor, moments: tuple[str, ...], dim: int | None = None) -> torch.Tensor:
+    """Reductions of ``x`` computed on ``x / max|x|`` (no overflow), in float64 (float32 on MPS), no count.
+
+    Shape ``(len(moments),)``, or ``(M, len(moments))`` with ``dim=1`` (each member scaled by its own max).
+    """
     acc = torch.float32 if x.device.type == "mps" else torch.float64  # MPS has no float64
+    lead = () if dim is None else (x.shape[0],)
     if not moments:
-        return x.new_zeros(0, dtype=acc)
-    raw = torch.stack(_reduce(x / scale, moments)).to(acc)  # (len(moments),)
+        return x.new_zeros((*lead, 0), dtype=acc)
+    peak = x.abs().amax() if dim is None else x.abs().amax(dim, keepdim=True)  # () or (M, 1)
+    scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
+    raw = torch.stack(_reduce(x / scale, moments, dim), dim=-1).to(acc)  # (k,) or (M, k)
     linear = torch.tensor([m in LINEAR for m in moments], device=x.device)
     return torch.where(linear, raw * scale.to(acc), raw)
 
 
-def _prepared(x: torch.Tensor) -> torch.Tensor:
-    # No reshape: Linear weight gradients are often transposed views, and flattening copies them.
+def _prepared(x: torch.Tensor, members: int | None = None) -> torch.Tensor:
+    # No reshape of a single tensor: Linear weight gradients are often transposed views, and flattening
+    # copies them. A member block becomes (M, n), a view for the ensemble's row slices and outputs.
     x = x.detach()
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()  # half precision loses small stats
+    x = x if x.dtype in (torch.float32, torch.float64) else x.float()  # half precision loses small stats
+    return x if members is None else x.reshape(members, -1)
 
 
-def _exact(x: torch.Tensor, moments: tuple[str, ...]) -> torch.Tensor:
-    """One tensor's row, re-reduced on ``x / max|x|`` where that is needed, and its exact non-finite count."""
+def _exact(x: torch.Tensor, moments: tuple[str, ...], dim: int | None = None) -> torch.Tensor:
+    """One tensor's row, re-reduced on ``x / max|x|`` where that is needed, and its exact non-finite count.
+
+    With ``dim=1``, rows ``(M, k)`` of a member block, without reading the host (for accelerators).
+    """
     plain = tuple(m for m in moments if m != NONFINITE)
-    count = torch.count_nonzero(x - x)  # x - x is NaN exactly where x is not finite
-    if x.device.type != "cpu" or not bool(count):  # finite entries, overflowing reductions
-        raw = _scaled(x, plain)
+    count = torch.count_nonzero(x - x, dim)  # x - x is NaN exactly where x is not finite
+    # inside a torch.compile graph: no host read (bool(count) would break the graph)
+    if x.device.type != "cpu" or dim is not None or torch.compiler.is_compiling() or not bool(count):
+        raw = _scaled(x, plain, dim)
     else:
         raw = torch.stack(_reduce(x, plain)).to(torch.float64) if plain else x.new_zeros(0, dtype=torch.float64)
-    return torch.cat([raw, count.to(raw.dtype)[None]]) if NONFINITE in moments else raw
+    return torch.cat([raw, count.to(raw.dtype)[..., None]], dim=-1) if NONFINITE in moments else raw
 
 
-_ZERO: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}  # the non-finite count of finite rows, shared
+_ZERO: dict[tuple[torch.dtype, torch.device, int | None], torch.Tensor] = {}  # non-finite counts of finite rows
 
 
-def _zero(x: torch.Tensor) -> torch.Tensor:
-    key = (x.dtype, x.device)
+def _zero(x: torch.Tensor, members: int | None) -> torch.Tensor:
+    key = (x.dtype, x.device, members)
     if key not in _ZERO:
-        _ZERO[key] = x.new_zeros(())
+        _ZERO[key] = x.new_zeros(() if members is None else (members,))
     return _ZERO[key]
 
 
-def group_moments(xs: list[torch.Tensor], moments: tuple[str, ...]) -> torch.Tensor:
+def group_moments(xs: list[torch.Tensor], moments: tuple[str, ...], members: int | None = None) -> torch.Tensor:
     """Raw reductions of every tensor in ``xs`` in one stacked block, shape ``(len(xs), len(moments))``.
 
     On CPU each tensor costs only its reductions; the rows are stacked once and checked for
     non-finite values with one host read, and only rows that came out non-finite are redone by
     :func:`_exact` (float64 there). Elsewhere every row is :func:`_exact`'s, which never reads the host.
+
+    With ``members=M`` each tensor holds M same-shaped members along its leading dimension (the
+    ensemble's models) and is reduced per member: the block is ``(M * len(xs), len(moments))``,
+    member-major (row ``m * len(xs) + t`` is member ``m`` of tensor ``t``), so that member m's rows are
+    contiguous. A member's row is exactly the row ``group_moments([x[m]], moments)`` would give it.
     """
-    xs = [_prepared(x) for x in xs]
+    xs = [_prepared(x, members) for x in xs]
+    dim = None if members is None else 1
     if not xs or not moments:
-        return torch.zeros(len(xs), 0)
-    if any(x.device.type != "cpu" for x in xs):
-        return stack_rows([_exact(x, moments) for x in xs])
+        return torch.zeros(len(xs) * (members or 1), 0)
+    if any(x.device.type != "cpu" for x in xs) or torch.compiler.is_compiling():  # no host read
+        exact = stack_rows([_exact(x, moments, dim) for x in xs])  # (N, k) or (N, M, k)
+        return exact if members is None else exact.transpose(0, 1).reshape(-1, len(moments))
     plain = tuple(m for m in moments if m != NONFINITE)
-    rows = [_reduce(x, plain) for x in xs]
+    rows = [_reduce(x, plain, dim) for x in xs]
     if NONFINITE in moments:  # 0 where finite: known without a reduction once the block is checked
-        rows = [r + [_zero(x)] for r, x in zip(rows, xs)]
+        rows = [r + [_zero(x, members)] for r, x in zip(rows, xs)]
     if len({x.dtype for x in xs}) > 1:
         rows = [[v.double() for v in r] for r in rows]
-    raw = torch.stack([v for r in rows for v in r]).view(len(xs), len(moments))  # (N, k)
+    # (N * k,) -> (N, k); with members (M, N * k) -> (M * N, k), member-major
+    raw = torch.stack([v for r in rows for v in r], dim=0 if members is None else 1).view(-1, len(moments))
     if math.isfinite(raw.sum().item()):
         return raw
     finite = torch.isfinite(raw).all(1).tolist()
-    return stack_rows([raw[i] if ok else _exact(x, moments) for i, (ok, x) in enumerate(zip(finite, xs))])
+    n = len(xs)
+
+    def alone(i: int) -> torch.Tensor:  # a non-finite row is redone as the one tensor or member slice it is
+        return xs[i] if members is None else xs[i % n][i // n]
+
+    return stack_rows([raw[i] if ok else _exact(alone(i), moments) for i, ok in enumerate(finite)])
 
 
 def stack_rows(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -205,9 +233,12 @@ class TensorStats(Quantity):
     def raw(self, inputs: Inputs) -> torch.Tensor:
         return tensor_moments(inputs.value, self.moments)
 
-    def raw_block(self, tensors: list[torch.Tensor]) -> torch.Tensor:
-        """Raw rows of several tensors at once, ``(len(tensors), k)`` (see :func:`group_moments`)."""
-        return group_moments(tensors, self.moments)
+    def raw_block(self, tensors: list[torch.Tensor], members: int | None = None) -> torch.Tensor:
+        """Raw rows of several tensors at once, ``(len(tensors), k)``; per member ``(M * len(tensors), k)``.
+
+        See :func:`group_moments` (``members``: the leading member dimension M, and the row order).
+        """
+        return group_moments(tensors, self.moments, members)
 
     def meta(self, inputs: Inputs) -> tuple[float, ...]:
         return (float(inputs.value.numel()), float(sum(inputs.value.shape)))

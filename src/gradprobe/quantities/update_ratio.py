@@ -11,15 +11,25 @@ from gradprobe import records as R
 from gradprobe.quantities.base import Inputs, Quantity
 
 
-def update_norms(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> torch.Tensor:
+def _norms(xs: list[torch.Tensor], members: int | None) -> torch.Tensor:
+    """L2 norm of each tensor ``(n,)``; with ``members``, of each member, member-major ``(M * n,)``."""
+    if members is None:
+        return torch.stack(torch._foreach_norm(xs))
+    return torch.stack([torch.linalg.vector_norm(x.reshape(members, -1), dim=1) for x in xs], dim=1).reshape(-1)
+
+
+def update_norms(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor],
+                 members: int | None = None) -> torch.Tensor:
     """``(n, 2)`` rows of ``[||after - before||, ||before||]`` from fused foreach calls.
 
     ``before`` is overwritten with ``before - after``: it is the probe's scratch snapshot, and
     subtracting in place avoids allocating a second copy of every weight on each recorded step.
+    With ``members=M`` the tensors hold M members along their leading dimension and the rows are
+    per member, ``(M * n, 2)``, member-major (row ``m * n + t``), as ``tensor_stats.group_moments``.
     """
-    base = torch.stack(torch._foreach_norm(list(before)))
+    base = _norms(list(before), members)
     torch._foreach_sub_(list(before), [a.detach() for a in after])
-    return torch.stack([torch.stack(torch._foreach_norm(list(before))), base], dim=1).float()
+    return torch.stack([_norms(list(before), members), base], dim=1).float()
 
 
 class UpdateRatio(Quantity):

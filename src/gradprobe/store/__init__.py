@@ -1,22 +1,81 @@
-"""The only code that touches run directories: layout, atomic writes, writer, reader and SQL."""
+"""The only code that touches run directories: layout, atomic writes, writer, reader and SQL.
 
-from gradprobe.store.atomic import (
-    atomic_path,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_parquet,
-)
-from gradprobe.store.layout import (
-    checkpoint_path,
-    new_run_id,
-    resolve_store,
-    run_dir,
-    sanitize_run_id,
-    validate_run_id,
-)
-from gradprobe.store.query import query
-from gradprobe.store.reader import Run, list_runs, load_run
-from gradprobe.store.writer import RunWriter
+The names are imported from their modules on first use (PEP 562), so ``gradprobe ls`` and
+``gradprobe show`` load neither pandas nor DuckDB (see :mod:`gradprobe.store.reader`).
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gradprobe.store.atomic import (
+        atomic_path,
+        atomic_write_bytes,
+        atomic_write_json,
+        atomic_write_parquet,
+    )
+    from gradprobe.store.layout import (
+        checkpoint_path,
+        new_run_id,
+        resolve_store,
+        run_dir,
+        sanitize_run_id,
+        validate_run_id,
+    )
+    from gradprobe.store.query import query
+    from gradprobe.store.reader import Run, list_runs, load_run
+    from gradprobe.store.writer import RunWriter
+
+_PUBLIC = {
+    "atomic_path": "gradprobe.store.atomic",
+    "atomic_write_bytes": "gradprobe.store.atomic",
+    "atomic_write_json": "gradprobe.store.atomic",
+    "atomic_write_parquet": "gradprobe.store.atomic",
+    "checkpoint_path": "gradprobe.store.layout",
+    "new_run_id": "gradprobe.store.layout",
+    "resolve_store": "gradprobe.store.layout",
+    "run_dir": "gradprobe.store.layout",
+    "sanitize_run_id": "gradprobe.store.layout",
+    "validate_run_id": "gradprobe.store.layout",
+    "query": "gradprobe.store.query",
+    "Run": "gradprobe.store.reader",
+    "list_runs": "gradprobe.store.reader",
+    "load_run": "gradprobe.store.reader",
+    "RunWriter": "gradprobe.store.writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module the first time it is asked for."""
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'gradprobe.store' has no attribute {name!r}")
+    value = getattr(import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+class _Package(types.ModuleType):
+    """Keeps ``gradprobe.store.query`` the function when the ``gradprobe.store.query`` submodule is imported.
+
+    Importing a submodule sets it as an attribute of its package; the lazy import must not let it win.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _PUBLIC and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __all__ = [
     "Run",

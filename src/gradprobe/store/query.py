@@ -1,33 +1,35 @@
-"""Read-only SQL over a store with DuckDB: tables ``runs``, ``stats``, ``metrics``, ``hists``.
+"""Read-only SQL over a store with DuckDB: tables ``runs``, ``stats``, ``metrics``, ``hists``, ``alerts``.
 
 Two locks keep a query from touching anything: only a single SELECT statement is accepted,
 and after the views are defined the connection disables file access outside the store's
 ``runs/`` directory (``enable_external_access=false``) and locks its configuration.
+DuckDB, pyarrow and pandas are imported on the first query, not with the module.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import duckdb
-import pandas as pd
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from gradprobe.errors import GradprobeError
-from gradprobe.store.atomic import to_json
-from gradprobe.store.layout import COLUMNS, PART_KINDS, RUN_ID, RUNS_DIR, SCHEMAS, resolve_store
+from gradprobe.store.layout import COLUMNS, PART_KINDS, RUN_ID, RUNS_DIR, resolve_store
 from gradprobe.store.reader import RUN_COLUMNS, part_files, read_run_docs, runs_frame
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
 
 __all__ = ["query"]
 
+# DuckDB's name of each Arrow type in the part schemas.
 _SQL_TYPES = {
-    pa.int32(): "INTEGER",
-    pa.float32(): "FLOAT",
-    pa.float64(): "DOUBLE",
-    pa.string(): "VARCHAR",
-    pa.list_(pa.float32()): "FLOAT[]",
-    pa.list_(pa.int64()): "BIGINT[]",
+    "int32": "INTEGER",
+    "float": "FLOAT",
+    "double": "DOUBLE",
+    "string": "VARCHAR",
+    "list<item: float>": "FLOAT[]",
+    "list<item: int64>": "BIGINT[]",
 }
 
 
@@ -38,6 +40,8 @@ def _quote(text: str) -> str:
 
 def _runs_frame(root: Path) -> pd.DataFrame:
     """Return the ``runs`` table: RUN_COLUMNS plus ``config`` and ``summary`` as JSON text."""
+    from gradprobe.store.atomic import to_json
+
     docs = read_run_docs(root)
     frame = runs_frame(docs).loc[:, list(RUN_COLUMNS)]
     by_id = dict(docs)
@@ -52,9 +56,11 @@ def _view_sql(kind: str, files: list[Path]) -> str:
     """Return ``CREATE VIEW`` for one part kind: over its files, or empty with the right types."""
     columns = [*COLUMNS[kind], RUN_ID]
     if not files:
+        from gradprobe.store.schemas import SCHEMAS
+
         schema = SCHEMAS[kind]
         casts = ", ".join(
-            f"CAST(NULL AS {_SQL_TYPES[schema.field(c).type]}) AS {c}" for c in columns
+            f"CAST(NULL AS {_SQL_TYPES[str(schema.field(c).type)]}) AS {c}" for c in columns
         )
         return f"CREATE VIEW {kind} AS SELECT {casts} WHERE false"
     listing = ", ".join(_quote(str(f)) for f in files)
@@ -66,6 +72,8 @@ def _view_sql(kind: str, files: list[Path]) -> str:
 
 def _connect(root: Path) -> duckdb.DuckDBPyConnection:
     """Return an in-memory connection with the store's tables defined and file access locked."""
+    import duckdb
+
     con = duckdb.connect(":memory:")
     con.register("_runs_frame", _runs_frame(root))
     con.execute("CREATE TABLE runs AS SELECT * FROM _runs_frame")
@@ -73,7 +81,8 @@ def _connect(root: Path) -> duckdb.DuckDBPyConnection:
     files: dict[str, list[Path]] = {k: [] for k in PART_KINDS}
     for (run_id,) in con.execute("SELECT run_id FROM runs").fetchall():
         for kind in PART_KINDS:
-            files[kind].extend(part_files(root / RUNS_DIR / run_id, kind))
+            parts = part_files(root / RUNS_DIR / run_id, kind)
+            files[kind].extend(parts[-1:] if kind == "units" else parts)  # units: each part a whole snapshot
     for kind in PART_KINDS:
         con.execute(_view_sql(kind, files[kind]))
     # Views are bound lazily, so reading the parts must stay allowed inside runs/ only.
@@ -93,11 +102,15 @@ def query(sql: str, store: str | os.PathLike[str] | None = None) -> pd.DataFrame
     """Run one read-only SELECT over the store and return its result.
 
     Tables: ``runs`` (run_id, experiment, arm, seed, status, created, config and summary as
-    JSON text), ``stats`` (STAT_COLUMNS + run_id; value FLOAT), ``metrics`` and ``hists``.
+    JSON text), ``stats`` (STAT_COLUMNS + run_id; value FLOAT), ``metrics``, ``hists`` and ``alerts``
+    (step, layer, verdict, previous, message, value DOUBLE, run_id: the live alerts of ``gradprobe.alerts``),
+    ``units`` (UNIT_COLUMNS + run_id: each run's last per-unit snapshot, see ``gradprobe.units``).
 
     Raises:
         GradprobeError: for anything but one SELECT statement, or when DuckDB rejects the SQL.
     """
+    import duckdb
+
     root = resolve_store(store)
     try:
         statements = duckdb.connect(":memory:").extract_statements(sql)

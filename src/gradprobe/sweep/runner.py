@@ -93,11 +93,13 @@ def _groups(items: Sequence[SweepItem], engine: str, size: int) -> list[tuple[tu
     """
     if engine == "loop":
         return [(tuple(items[k:k + size]), "loop") for k in range(0, len(items), size)]
-    ensemble = _ensemble()
+    _ensemble()  # its one-line error where this installation lacks the ensemble engine
+    from gradprobe.sweep.groups import can_ensemble, group_configs
+
     by_hash = {i.config_hash: i for i in items}
     tasks = []
-    for group in ensemble.group_configs([i.config for i in items]):
-        chosen = "loop" if engine == "auto" and not ensemble.can_ensemble(group) else "ensemble"
+    for group in group_configs([i.config for i in items]):
+        chosen = "loop" if engine == "auto" and not can_ensemble(group) else "ensemble"
         tasks.append((tuple(by_hash[config_hash(c.model_dump(mode="json"))] for c in group), chosen))
     return tasks
 

@@ -34,7 +34,8 @@ _FREE = ("experiment", "arm", "arm_index", "seed")
 _FREE_MODEL = ("activation", "init", "output_init", "bias_init", "hidden", "depth", "width")
 
 
-def _key(cfg: RunConfig) -> str:
+def ensemble_key(cfg: RunConfig) -> str:
+    """What members of one ensemble share: the config without the fields a member may change (JSON)."""
     raw = cfg.model_dump(mode="json")
     for name in _FREE:
         raw.pop(name)
@@ -50,12 +51,9 @@ def loop_reason(cfg: RunConfig) -> str | None:
         return f"model.activation {cfg.model.activation!r} has no ensemble kernel"
     if cfg.train.checkpoint_every is not None:
         return "train.checkpoint_every is set and only the loop writes checkpoints"
+    if cfg.record.nan_guard or cfg.record.sharpness_every or cfg.record.snr_every:
+        return "record.nan_guard, sharpness_every or snr_every is set and only the loop records them"
     return None
-
-
-def _alone(cfg: RunConfig) -> bool:
-    """Configurations only the one-model loop trains (see :func:`loop_reason`)."""
-    return loop_reason(cfg) is not None
 
 
 def pick_engine(engine: str, cfgs: list[RunConfig], live_sinks: Sequence[str] = ()) -> tuple[str, str | None]:
@@ -85,37 +83,12 @@ def pick_engine(engine: str, cfgs: list[RunConfig], live_sinks: Sequence[str] = 
     return chosen, f"engine: loop for {len(reasons)} of {len(cfgs)} runs: {counts}"
 
 
-def can_ensemble(cfgs: list[RunConfig]) -> bool:
-    """Whether ``cfgs`` can be trained as one group by :func:`train_group`.
-
-    They must share everything but experiment, arm, seed, activation (elementwise ones; not
-    maxout or linear), init, output_init and bias_init, and not ask for checkpoints.
-    """
-    if not cfgs or any(_alone(c) for c in cfgs):
-        return False
-    first = _key(cfgs[0])
-    return all(_key(c) == first for c in cfgs[1:])
-
-
-def group_configs(cfgs: list[RunConfig]) -> list[list[RunConfig]]:
-    """Split ``cfgs`` into groups that :func:`can_ensemble`, in order of first appearance.
-
-    A configuration that cannot join any group (see :func:`can_ensemble`) is a group of its own,
-    for which ``can_ensemble([cfg])`` is False.
-    """
-    groups: dict[str, list[RunConfig]] = {}
-    for i, cfg in enumerate(cfgs):
-        key = f"alone-{i}" if _alone(cfg) else _key(cfg)
-        groups.setdefault(key, []).append(cfg)
-    return list(groups.values())
-
-
 def train_group(cfgs: list[RunConfig], data: Dataset, store: Path | None, batch: str | None = None,
                 progress: Progress | None = None) -> list[RunResult]:
     """Train a group together; one RunResult (and, with a store, one run directory) per config, in order.
 
     Args:
-        cfgs: configurations for which :func:`can_ensemble` holds.
+        cfgs: configurations for which ``sweep.groups.can_ensemble`` holds.
         data: the data set they share.
         store: run store root, or None to keep results in memory only.
         batch: the invocation id stored in every run's meta (as ``run_one`` does).
@@ -128,6 +101,8 @@ def train_group(cfgs: list[RunConfig], data: Dataset, store: Path | None, batch:
     Raises:
         GradprobeError: if the configs cannot be trained as one group.
     """
+    from gradprobe.sweep.groups import can_ensemble  # the grouping lives with the sweep, which imports this
+
     if not can_ensemble(cfgs):
         raise GradprobeError(
             "train_group: these configs cannot be trained together; allowed: the same data, widths, "
@@ -149,6 +124,8 @@ def train_group(cfgs: list[RunConfig], data: Dataset, store: Path | None, batch:
 def run_experiment_ensembled(exp: Experiment, store: Path | None,
                              progress: Callable[[RunConfig], Progress | None] | None = None) -> list[RunResult]:
     """``runner.run_experiment`` with every group that can be ensembled trained as one; results in run order."""
+    from gradprobe.sweep.groups import can_ensemble, group_configs
+
     cache = prepare(exp)  # every run checked before the first group trains
     batch = new_run_id(exp.name, "batch", None)
     done: dict[int, RunResult] = {}
@@ -170,5 +147,4 @@ def run_experiment_ensembled(exp: Experiment, store: Path | None,
     return [done[i] for i in range(len(exp.runs))]
 
 
-__all__ = ["ENGINES", "can_ensemble", "group_configs", "loop_reason", "pick_engine", "run_experiment_ensembled",
-           "train_group"]
+__all__ = ["ENGINES", "ensemble_key", "loop_reason", "pick_engine", "run_experiment_ensembled", "train_group"]

@@ -58,6 +58,9 @@ class EnsembleTrainer:
         self._unshuffled: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
         self._steps: list[int] = []
         self._written = [0] * len(cfgs)  # metric rows already handed to each writer
+        self._recording = 0.0  # seconds spent in the recorder, for each member's probe_cost
+        self._recorded_steps: list[int] = []
+        self._overhead = 0.0
 
     def _labels(self, y: torch.Tensor) -> torch.Tensor:
         y = y.to(self.cfgs[0].device)
@@ -97,7 +100,10 @@ class EnsembleTrainer:
             if writer is not None and len(self.metrics[m]) > self._written[m]:
                 writer.add_metrics(pd.DataFrame(self.metrics[m][self._written[m]:], columns=list(R.METRIC_COLUMNS)))
                 self._written[m] = len(self.metrics[m])
-        for (stats, hists), frames, writer in zip(self.recorder.frames(last), self.frames, self.writers):
+        since = self.clock()
+        moved = self.recorder.frames(last)
+        self._recording += self.clock() - since
+        for (stats, hists), frames, writer in zip(moved, self.frames, self.writers):
             if len(stats):
                 frames.append(stats)
                 if writer is not None:
@@ -168,18 +174,24 @@ class EnsembleTrainer:
                     idx = orders[:, sl]
                     xb, yb = xs[idx], ys[idx]
                 p = train_pass(xb, yb)
-                due = every(step)
-                if due:  # the data-loss gradient and the weights before any part of the update, as the loop
-                    rec.before_step(p)
-                if hist_every(step):
-                    rec.hists(step)
+                due, hist = every(step), hist_every(step)
+                if due or hist:
+                    since = self.clock()
+                    if due:  # the data-loss gradient and the weights before any part of the update, as the loop
+                        rec.before_step(p)
+                    if hist:
+                        rec.hists(step)
+                    self._recording += self.clock() - since
                 if l2:
                     net.add_l2()
                 if decay:
                     optimizer.decay()
                 optimizer.step(grad)
                 if due:
+                    since = self.clock()
                     rec.after_step(step)
+                    self._recording += self.clock() - since
+                    self._recorded_steps.append(step)
                     recorded += 1
                 step += 1
                 stopped = self._any_stopped
@@ -224,7 +236,9 @@ class EnsembleTrainer:
         fresh = iter(self.evaluate(final, steps, [math.ceil(s / plan.steps_per_epoch) for s in steps], todo))
         after = [d if d is not None else next(fresh) for d in done]
         self._flush(steps)
-        seconds = (self.clock() - start) / size  # the group's wall time shared equally among its members
+        wall = self.clock() - start
+        seconds = wall / size  # the group's wall time shared equally among its members
+        self._overhead = self._recording / wall if wall > 0 else 0.0  # the recorder's share, as Probe.cost
         return [self._result(m, before[m], after[m], last_loss[m], final, seconds) for m in range(size)]
 
     def _result(self, m: int, before: dict[str, float], after: dict[str, float], last_loss: float,
@@ -236,7 +250,9 @@ class EnsembleTrainer:
         weights = model.weight_layers()
         first = self.first_loss_step[m]
         bad = first_nonfinite(frame if first is None else frame[frame["step"] <= first])
-        counters = {"steps": self._steps[m], "seconds": seconds, "last_loss": last_loss,
+        cost = {"budget": None, "overhead": self._overhead, "steps": self._steps[m],
+                "recorded_steps": sum(s < self._steps[m] for s in self._recorded_steps)}
+        counters = {"steps": self._steps[m], "seconds": seconds, "last_loss": last_loss, "probe_cost": cost,
                     "first_nonfinite": bad if bad is not None or first is None else self.first_param[m],
                     "nonfinite_steps": self.nonfinite_steps[m], "first_nonfinite_loss_step": first}
         grad = (frame["kind"].to_numpy() == R.GRAD) & (frame["stat"].to_numpy() == R.MEAN_ABS)

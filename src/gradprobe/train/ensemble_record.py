@@ -1,16 +1,17 @@
 """What the probe would record for each member of an ensemble, computed for all members at once.
 
-The rows (step, layer, tensor, kind, stat) and their order are the single-model Probe's for the
-same RecordConfig: per recorded step, module outputs in forward order, deltas in backward order,
-gradients, weights and update ratios; histograms of gradient then weight per parameter; the
-final weights last. A recorded step stacks raw reductions (``ensemble_stats``) into one row on the
-device; a chunk of rows moves to the host at once, where NumPy turns it into statistics.
+The statistics are the probe's own quantities (``gradprobe.quantities``) reduced along their
+member axis: the same raw reductions per member on the device and the same ``Quantity.finalize``
+on the host. The rows (step, layer, tensor, kind, stat) and their order are the single-model
+Probe's for the same RecordConfig: per recorded step, module outputs in forward order, deltas in
+backward order, gradients, weights and update ratios; histograms of gradient then weight per
+parameter; the final weights last. A recorded step stacks its raw rows into one ``(M, S)`` tensor
+on the device; a chunk of steps moves to the host at once.
 """
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,77 +19,59 @@ import pandas as pd
 import torch
 
 from gradprobe import records as R
-from gradprobe.errors import GradprobeError
 from gradprobe.models.mlp import MLP
-from gradprobe.quantities import ActivationStats, Family, Inputs, family_of
+from gradprobe.probe_options import select, split_name
+from gradprobe.quantities import ActivationStats, Family, Inputs, Quantity, TensorStats, UpdateRatio, family_of
+from gradprobe.quantities.histograms import histogram, unpack_histograms
+from gradprobe.quantities.update_ratio import update_norms
 from gradprobe.schedules import Schedule
 from gradprobe.train import setup
 from gradprobe.train.config import RecordConfig
 from gradprobe.train.ensemble_net import BatchedMLP, Pass
-from gradprobe.train.ensemble_stats import (
-    L2,
-    batched_histogram,
-    dead_fraction,
-    finalize,
-    moments_for,
-    negative_fraction,
-    row_moments,
-    saturated_fraction,
-)
 
 
-def _select(names: Sequence[str], patterns: Sequence[str] | None, what: str) -> list[str]:
-    """The probe's fnmatch selection (None: all), with its error for a pattern list matching nothing."""
-    if patterns is None:
-        return list(names)
-    chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
-    if not chosen and patterns:
-        raise GradprobeError(f"{what}: {list(patterns)!r} matches nothing; available names include "
-                             f"{', '.join(list(names)[:6])}")
-    return chosen
+def _shaped(*shape: int) -> Inputs:
+    """Inputs of a tensor of ``shape`` for ``Quantity.meta`` (which reads only shapes: no memory)."""
+    return Inputs(torch.empty(shape, device="meta"))
 
 
 @dataclass(frozen=True)
 class _Segment:
-    """Values of one kind for some tensors: ``len(names) * len(stats)`` columns; each model keeps some stats.
+    """One quantity's rows in a recorded step: ``len(names)`` tensors per member, ``width`` raw columns each.
 
-    Its raw columns are, per tensor, ``moments_for(stats)`` and then one column per stat without
-    moments (dead_frac, saturated_frac). ``units`` are the entries of each tensor, or with
-    ``per_example`` the entries per example of a module output (B, units).
+    ``stats`` are what its rows finalise to (for activations, the union over members); ``keep``
+    what each member records of them; ``meta(batch)`` the ``(len(names), m)`` meta rows of a step.
     """
 
-    kind: str
+    quantity: Quantity
     names: list[tuple[str, str]]
     stats: tuple[str, ...]
-    keep: list[tuple[str, ...]]  # per model
-    units: tuple[int, ...]
-    shape_sums: tuple[int, ...] = ()  # sum(shape) per tensor (per_example: B + units)
-    per_example: bool = False
+    keep: list[tuple[str, ...]]  # per member
+    width: int
+    meta: Callable[[int], np.ndarray]
 
     @property
     def raw_width(self) -> int:
-        """Raw columns of the segment: per tensor its moments and its stats without moments."""
-        return len(self.names) * (len(moments_for(self.stats)) + sum(not moments_for((s,)) for s in self.stats))
+        """Raw columns per member in one recorded step."""
+        return len(self.names) * self.width
 
     def finalize(self, raw: np.ndarray, batch: np.ndarray) -> np.ndarray:
-        """Stats ``(R, M, tensors * stats)`` from raw ``(R, M, tensors * k)`` of steps with ``batch`` (R,) examples."""
+        """Stats ``(R, M, tensors * stats)`` from raw ``(R, M, tensors * width)`` of steps with ``batch`` (R,)."""
         r, m = raw.shape[:2]
-        raw = raw.reshape(r, m, len(self.names), -1)
-        units = np.asarray(self.units, dtype=np.float64)
-        if self.per_example:
-            n, shape_sum = batch[:, None, None] * units, batch[:, None, None] + units
-        else:
-            n, shape_sum = units, np.asarray(self.shape_sums, dtype=np.float64)
-        return finalize(raw, moments_for(self.stats), n, shape_sum, self.stats).reshape(r, m, -1)
+        sizes, which = np.unique(batch, return_inverse=True)
+        metas = np.stack([np.tile(self.meta(int(b)), (m, 1)) for b in sizes])  # (sizes, M * tensors, m)
+        meta = metas[which].reshape(r * m * len(self.names), -1)  # member-major within each step
+        values = self.quantity.finalize(raw.reshape(-1, self.width), meta, self.stats)
+        return values.reshape(r, m, -1)
 
 
 def _template(segments: list[_Segment], m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Model ``m``'s rows ``(layer, tensor, kind, stat)`` (n, 4) and their columns (n,) in the values."""
+    """Member ``m``'s rows ``(layer, tensor, kind, stat)`` (n, 4) and their columns (n,) in the values."""
     keys, cols, base = [], [], 0
     for seg in segments:
         for i, (layer, tensor) in enumerate(seg.names):
             for stat in seg.keep[m]:
-                keys.append((layer, tensor, seg.kind, stat))
+                keys.append((layer, tensor, seg.quantity.kind, stat))
                 cols.append(base + i * len(seg.stats) + seg.stats.index(stat))
         base += len(seg.names) * len(seg.stats)
     return np.array(keys, dtype=object).reshape(-1, 4), np.array(cols, dtype=np.int64)
@@ -105,7 +88,7 @@ def _frame(steps: np.ndarray, values: np.ndarray, keys: np.ndarray) -> pd.DataFr
 
 
 class Recorder:
-    """Computes, buffers and hands out per-model stats and histogram frames of a group.
+    """Computes, buffers and hands out per-member stats and histogram frames of a group.
 
     Args:
         record: the group's record section.
@@ -117,66 +100,63 @@ class Recorder:
     def __init__(self, record: RecordConfig, models: list[MLP], net: BatchedMLP, every: Schedule,
                  hist_every: Schedule) -> None:
         self.net, self.every, self.hist_every = net, every, hist_every
-        self.options = opts = setup.probe_options(record)
-        self.bins = opts.bins
-        m = len(models)
-        chosen = set(_select([s.name for s in net.slots], record.params, "params"))
+        opts = setup.probe_options(record)
+        self.bins, self.size = opts.bins, len(models)
+        chosen = set(select([s.name for s in net.slots], record.params, "params"))
         self.slots = [s for s in net.slots if s.name in chosen]
         leaves = [n for n, mod in models[0].named_modules() if not list(mod.children())]
-        self.modules = [] if record.modules is not None and not record.modules else _select(
+        self.modules = [] if record.modules is not None and not record.modules else select(
             leaves, record.modules, "modules")
-        act_q = ActivationStats(opts.activation_stats, opts.saturation_tol)
-        fams = {n: [family_of(mod.get_submodule(n)) for mod in models] for n in self.modules}
-        plain = act_q.stats_for(Inputs(torch.zeros(()), family=None))
-        units = {n: net.slots[2 * (int(n.rpartition(".")[2]) // 2)].shape[0] for n in self.modules}
-        self._act: list[_Segment] = []
-        for name in self.modules:
-            keep = [act_q.stats_for(Inputs(torch.zeros(()), family=f)) for f in fams[name]]
-            extra = tuple(s for s in act_q.extras if any(s in k for k in keep))
-            self._act.append(_Segment(R.ACTIVATION, [(name, "output")], plain + extra, keep, (units[name],),
-                                      per_example=True))
-        self._fams = [fams[n] for n in self.modules]
-        bounds = [[f.bounds if isinstance(f, Family) and f.bounds else None for f in fams[n]] for n in self.modules]
-        self._low, self._high = self._thresholds(bounds)
-        self._delta = [_Segment(R.DELTA, [(n, "output")], opts.delta_stats, [opts.delta_stats] * m, (units[n],),
-                                per_example=True) for n in reversed(self.modules)]
-        pnames = [(s.name.rpartition(".")[0], s.name.rpartition(".")[2]) for s in self.slots]
-        sizes, sums = tuple(s.stop - s.start for s in self.slots), tuple(sum(s.shape) for s in self.slots)
-        self.weight_plain = tuple(s for s in opts.weight_stats if s != R.UPDATE_RATIO)
-        self._grad = _Segment(R.GRAD, pnames, opts.grad_stats, [opts.grad_stats] * m, sizes, sums)
-        self._weight = _Segment(R.WEIGHT, pnames, self.weight_plain, [self.weight_plain] * m, sizes, sums)
-        self.ratio = R.UPDATE_RATIO in opts.weight_stats and bool(self.slots)
-        self._ratio = _Segment(R.WEIGHT, pnames, (R.UPDATE_RATIO,), [(R.UPDATE_RATIO,)] * m, sizes, sums)
-        self._layout = [s for s in self._act + self._delta + [self._grad, self._weight] + [self._ratio] * self.ratio
-                        if s.names and s.stats]
-        self._full = [_template(self._layout, i) for i in range(m)]
-        self._final = [_template([s for s in [self._weight] if s.names and s.stats], i) for i in range(m)]
-        self._hist_keys = [(layer, tensor, kind) for layer, tensor in pnames for kind in (R.GRAD, R.WEIGHT)]
+        self._fams = [[family_of(mod.get_submodule(n)) for mod in models] for n in self.modules]
+        self._act_q = ActivationStats(opts.activation_stats, opts.saturation_tol)
+        self._delta_q = TensorStats(R.DELTA, opts.delta_stats)
+        units = [net.slots[2 * (int(n.rpartition(".")[2]) // 2)].shape[0] for n in self.modules]
+        self._act = [self._output_segment(self._act_q, n, u, fams)
+                     for n, u, fams in zip(self.modules, units, self._fams)]
+        self._delta = [self._output_segment(self._delta_q, n, u, None)
+                       for n, u in zip(reversed(self.modules), reversed(units))]
+        names = [split_name(s.name) for s in self.slots]
+        self._grad_q = TensorStats(R.GRAD, opts.grad_stats)
+        self._weight_q = TensorStats(R.WEIGHT, tuple(s for s in opts.weight_stats if s != R.UPDATE_RATIO))
+        self._grad, self._weight = (self._param_segment(q, names) for q in (self._grad_q, self._weight_q))
+        ratio = [_Segment(UpdateRatio((R.UPDATE_RATIO,)), names, (R.UPDATE_RATIO,), [(R.UPDATE_RATIO,)] * self.size,
+                          2, lambda b: np.zeros((len(names), 0)))] if R.UPDATE_RATIO in opts.weight_stats else []
+        self._layout = [s for s in self._act + self._delta + [self._grad, self._weight] + ratio if s.names and s.stats]
+        self._full = [_template(self._layout, i) for i in range(self.size)]
+        finals = [self._weight] if self._weight.names and self._weight.stats else []
+        self._final = [_template(finals, i) for i in range(self.size)]
+        self._hist_keys = [(layer, tensor, kind) for layer, tensor in names for kind in (R.GRAD, R.WEIGHT)]
         # flat and its grad are updated in place, so row views (M, n) of them stay valid
         self._weights, self._grads = self._rows_of(net.flat), self._rows_of(net.grad)
-        self._snapshot = net.flat.detach().clone() if self.ratio else None
+        self._snapshot = net.flat.detach().clone() if ratio and self.slots else None
         self._before = self._rows_of(self._snapshot) if self._snapshot is not None else []
         self._rows: list[tuple[int, int, torch.Tensor]] = []  # (step, batch, raw (M, S)) still on the device
         self._hists: list[tuple[int, torch.Tensor]] = []  # (step, (M, 2 * params, bins + 3))
         self._pending: list[torch.Tensor] = []
         self._batch = 0
 
+    def _output_segment(self, q: ActivationStats | TensorStats, name: str, units: int,
+                        fams: list[Family | None] | None) -> _Segment:
+        """A module output's activation (with member ``fams``) or delta segment; its tensors are (M, B, units)."""
+        if isinstance(q, ActivationStats) and fams is not None:
+            keep, stats = [q.stats_for(Inputs(torch.zeros(()), family=f)) for f in fams], q.member_stats(fams)
+            width = len(q.moments) + sum(s in q.extras for s in stats)  # moments, then a count per extra stat
+        else:
+            keep, stats, width = [q.stats] * self.size, q.stats, len(q.moments)
+        return _Segment(q, [(name, "output")], stats, keep, width,
+                        lambda b: np.array([q.meta(_shaped(b, units))], dtype=np.float64))
+
+    def _param_segment(self, q: TensorStats, names: list[tuple[str, str]]) -> _Segment:
+        meta = np.array([q.meta(_shaped(*s.shape)) for s in self.slots], dtype=np.float64).reshape(len(names), -1)
+        return _Segment(q, names, q.stats, [q.stats] * self.size, len(q.moments), lambda b: meta)
+
     @property
     def row_width(self) -> int:
-        """Raw values per model in one recorded step."""
+        """Raw values per member in one recorded step."""
         return sum(seg.raw_width for seg in self._layout)
 
     def _rows_of(self, flat: torch.Tensor) -> list[torch.Tensor]:
         return [flat[:, s.start:s.stop] for s in self.slots]  # (M, n) each
-
-    def _thresholds(self, bounds: list[list[tuple[float, float] | None]]) -> tuple[torch.Tensor, torch.Tensor]:
-        tol = self.options.saturation_tol
-        low = [[b[0] + tol * (b[1] - b[0]) if b else -np.inf for b in row] for row in bounds]
-        high = [[b[1] - tol * (b[1] - b[0]) if b else np.inf for b in row] for row in bounds]
-        shape = (len(bounds), self.net.size)
-        device = self.net.flat.device
-        return (torch.tensor(low, dtype=torch.float32, device=device).reshape(shape),
-                torch.tensor(high, dtype=torch.float32, device=device).reshape(shape))
 
     def _module_outputs(self, p: Pass) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
         """Inputs (activations': the Linear output before them; a Linear's is not used), outputs, deltas."""
@@ -188,31 +168,22 @@ class Recorder:
             deltas.append((p.dzs if j % 2 == 0 else p.dhs)[j // 2])
         return ins, outs, deltas
 
-    def _activation(self, i: int, seg: _Segment, source: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Raw columns (M, k) of module output ``i``: its moments, then dead/saturated/negative fractions."""
-        moments = moments_for(seg.stats)
-        cols = [row_moments([out.reshape(out.shape[0], -1)], moments)[:, 0]] if moments else []
-        if R.DEAD_FRAC in seg.stats:
-            cols.append(dead_fraction(source, out, self._fams[i]).unsqueeze(1))
-        if R.SATURATED_FRAC in seg.stats:
-            cols.append(saturated_fraction(out, self._low[i], self._high[i]).unsqueeze(1))
-        if R.NEGATIVE_FRAC in seg.stats:
-            cols.append(negative_fraction(source).unsqueeze(1))
-        return torch.cat(cols, dim=1)
+    def _block(self, q: TensorStats, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """Raw columns ``(M, tensors * k)`` of member blocks: a member's rows side by side."""
+        return q.raw_block(tensors, members=self.size).view(self.size, -1)
 
     def before_step(self, p: Pass) -> None:
         """Raw activation, delta, gradient and weight reductions of this step (weights before the update)."""
         parts: list[torch.Tensor] = []
         if self.modules:
             ins, outs, deltas = self._module_outputs(p)
-            parts += [self._activation(i, seg, src, out)
-                      for i, (seg, src, out) in enumerate(zip(self._act, ins, outs)) if seg.stats]
-            parts += [row_moments([d.reshape(d.shape[0], -1)], moments_for(seg.stats))[:, 0]
-                      for seg, d in zip(self._delta, reversed(deltas)) if seg.stats]
-        if self.slots and self._grad.stats:
-            parts.append(row_moments(self._grads, moments_for(self._grad.stats)).flatten(1))
-        if self.slots and self.weight_plain:
-            parts.append(row_moments(self._weights, moments_for(self.weight_plain)).flatten(1))
+            parts += [self._act_q.raw_members(out, src, fams)
+                      for seg, src, out, fams in zip(self._act, ins, outs, self._fams) if seg.stats]
+            parts += [self._block(self._delta_q, [d]) for seg, d in zip(self._delta, reversed(deltas)) if seg.stats]
+        if self.slots and self._grad_q.stats:
+            parts.append(self._block(self._grad_q, self._grads))
+        if self.slots and self._weight_q.stats:
+            parts.append(self._block(self._weight_q, self._weights))
         if self._snapshot is not None:
             self._snapshot.copy_(self.net.flat)
         self._pending, self._batch = parts, p.zs[0].shape[1]
@@ -221,11 +192,9 @@ class Recorder:
         """Close the step's record with the update ratios of the update just taken."""
         parts = self._pending
         if self._snapshot is not None:
-            base = row_moments(self._before, (L2,))
-            self._snapshot.sub_(self.net.flat)  # before - after
-            diff = row_moments(self._before, (L2,))
-            parts = parts + [torch.cat([base, diff], dim=2).flatten(1)]  # (M, params * [L2, DIFF])
-        if parts:
+            ratio = update_norms(self._before, self._weights, members=self.size)  # (M * params, 2)
+            parts = parts + [ratio.view(self.size, -1)]
+        if parts:  # float64 where a row was redone to avoid overflow (cat promotes)
             self._rows.append((step, self._batch, torch.cat(parts, dim=1)))
         self._pending = []
 
@@ -233,7 +202,7 @@ class Recorder:
         """Histograms of every recorded parameter's gradient and weight at ``step``."""
         if not self.slots:
             return
-        packed = [batched_histogram(v, self.bins) for pair in zip(self._grads, self._weights) for v in pair]
+        packed = [histogram(v, self.bins, members=self.size) for pair in zip(self._grads, self._weights) for v in pair]
         self._hists.append((step, torch.stack(packed, dim=1)))
 
     def _values(self) -> tuple[np.ndarray, np.ndarray | None]:
@@ -241,8 +210,11 @@ class Recorder:
         steps = np.array([s for s, _, _ in self._rows], dtype=np.int64)
         if not self._rows:
             return steps, None
-        raw = torch.stack([v for _, _, v in self._rows]).cpu().double().numpy()  # (R, M, raw columns)
-        batch = np.array([b for _, b, _ in self._rows], dtype=np.float64)
+        rows = [v for _, _, v in self._rows]
+        if len({v.dtype for v in rows}) > 1:  # some step redone in float64 against overflow
+            rows = [v.double() for v in rows]
+        raw = torch.stack(rows).cpu().double().numpy()  # (R, M, raw columns)
+        batch = np.array([b for _, b, _ in self._rows], dtype=np.int64)
         out, at = [], 0
         for seg in self._layout:
             out.append(seg.finalize(raw[:, :, at:at + seg.raw_width], batch))
@@ -250,7 +222,7 @@ class Recorder:
         return steps, np.concatenate(out, axis=2)
 
     def frames(self, last: list[int]) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
-        """Move what is buffered to the host and split it per model, keeping steps <= ``last[m]``."""
+        """Move what is buffered to the host and split it per member, keeping steps <= ``last[m]``."""
         out = []
         steps, values = self._values()
         hsteps = np.array([s for s, _ in self._hists], dtype=np.int64)
@@ -269,11 +241,7 @@ class Recorder:
     def _hist_frame(self, steps: np.ndarray, packed: np.ndarray | None) -> pd.DataFrame:
         if packed is None or not len(steps):
             return pd.DataFrame(columns=list(R.HIST_COLUMNS))
-        flat = packed.reshape(-1, self.bins + 3).astype(np.float64)  # (R * tensors, bins + 3)
-        lo, hi = flat[:, 0:1], flat[:, 1:2]
-        edges = np.arange(self.bins + 1) * ((hi - lo) / self.bins) + lo  # np.linspace's own arithmetic
-        edges[:, -1] = hi[:, 0]
-        counts = flat[:, 2:2 + self.bins].astype(np.int64)
+        edges, counts, _ = unpack_histograms(packed.reshape(-1, self.bins + 3), self.bins)
         keys = np.array(self._hist_keys, dtype=object)
         return pd.DataFrame({
             "step": np.repeat(steps, len(keys)), "layer": np.tile(keys[:, 0], len(steps)),
@@ -281,12 +249,12 @@ class Recorder:
             "edges": list(edges), "counts": list(counts)})
 
     def final_frames(self, flat: torch.Tensor, steps: list[int]) -> list[pd.DataFrame]:
-        """Weight statistics of the final weights ``flat`` (M, P), each model at its own last step."""
-        if not (self.slots and self.weight_plain):
+        """Weight statistics of the final weights ``flat`` (M, P), each member at its own last step."""
+        if not (self.slots and self._weight_q.stats):
             return [_frame(np.zeros(0, dtype=np.int64), np.zeros((0, 0)), np.zeros((0, 4), dtype=object))
                     for _ in steps]
-        raw = row_moments(self._rows_of(flat), moments_for(self.weight_plain)).cpu().double().numpy()
-        values = self._weight.finalize(raw.reshape(1, raw.shape[0], -1), np.ones(1))[0]  # (M, S)
+        raw = self._block(self._weight_q, self._rows_of(flat)).double().cpu().numpy()
+        values = self._weight.finalize(raw[None], np.zeros(1, dtype=np.int64))[0]  # (M, S)
         return [_frame(np.array([s]), values[m][self._final[m][1]][None], self._final[m][0])
                 for m, s in enumerate(steps)]
 
