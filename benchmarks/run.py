@@ -20,15 +20,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_alerts
 import bench_circles
 import bench_cli
+import bench_compile
 import bench_depth
+import bench_distributed
+import bench_nan_guard
 import bench_probe_overhead
+import bench_second_order
 import bench_spiral
+import bench_unit_death
 
 OUT = Path(__file__).resolve().parent / "RESULTS.md"
 # Repetitions scaled to the 15-minute budget on a shared 2-core machine; problem sizes are the issue's.
-REPS = {"overhead": 5, "circles": 2, "spiral": 1, "depth": 2, "cli": 2}
+REPS = {"overhead": 5, "circles": 2, "spiral": 1, "depth": 2, "cli": 2, "compile": 3, "distributed": 3,
+        "nan_guard": 3, "units": 3, "alerts": 1, "second_order": 5}
 
 
 def _cpu() -> str:
@@ -77,6 +84,21 @@ def report(info: dict[str, Any], res: dict[str, Any], wall: float) -> str:
         f"(not problem sizes) are scaled to the 15-minute budget: {REPS}."), "",
         "| # | benchmark | measured | target | met |", "|---|---|---|---|---|",
         *_overhead_rows(ov),
+        *([(f"| 1 | probe overhead under torch.compile (inductor), every {res['compile']['every']} steps, whole runs "
+            f"(compile {_fmt(res['compile']['compile_seconds'][bench_compile.VARIANTS[1]])} s vs "
+            f"{_fmt(res['compile']['compile_seconds'][bench_compile.VARIANTS[0]])} s, "
+            f"{res['compile']['graphs'][bench_compile.VARIANTS[1]]} graphs) | {res['compile']['overhead']:+.1%} | <= 1% | "
+            f"{'yes' if res['compile']['overhead'] <= 0.01 else 'no'} |")] if "compile" in res else []),
+        *([(f"| 1 | probe overhead under DDP, {res['distributed']['world']} gloo ranks, every "
+            f"{res['distributed']['every']} steps, whole runs (flushes included; alerts off: "
+            f"{res['distributed']['overhead'][bench_distributed.ALERTS_OFF]:+.1%}) | "
+            f"{res['distributed']['overhead'][bench_distributed.PROBED]:+.1%} | <= 1% | "
+            f"{'yes' if res['distributed']['overhead'][bench_distributed.PROBED] <= 0.01 else 'no'} |")]
+           if "distributed" in res else []),
+        *([(f"| - | `Probe(nan_guard=True)`: nan_guard every step, whole runs (CPU time) | "
+            f"{res['nan_guard']['overhead_cpu']['nan_guard every step']:+.1%} | <= 3% | "
+            f"{'yes' if res['nan_guard']['overhead_cpu']['nan_guard every step'] <= 0.03 else 'no'} |")]
+           if "nan_guard" in res else []),
         (f"| 2 | circles-deep 3 x {ci['models'] // 3} seeds, {ci['epochs']} epochs, ensemble vs plain loop | {ci['speedup']:.1f}x faster | >= 50x | "
         f"{'yes' if ci['speedup'] >= 50 else 'no'} |"),
         (f"| 2 | `gradprobe sweep circles-deep --seeds 10` vs a plain loop over the 30 models, whole processes | "
@@ -87,6 +109,8 @@ def report(info: dict[str, Any], res: dict[str, Any], wall: float) -> str:
         f"| >= 3x | {'yes' if sp['speedup'] >= 3 else 'no'} |"),
         (f"| 6 | CLI start-up, `gradprobe presets` | {cl['presets_seconds']:.2f} s | <= 0.5 s | "
         f"{'yes' if cl['presets_seconds'] <= 0.5 else 'no'} |"),
+        *(f"| 6 | CLI start-up, `gradprobe {name}` | {t['seconds']:.2f} s | <= 0.5 s | "
+          f"{'yes' if t['seconds'] <= 0.5 else 'no'} |" for name, t in cl.get("startup", {}).items() if name != "presets"),
         (f"| 5 | depth sweep, best share of fp32 matmul peak | "
         f"{max(r['share_of_peak'] for r in de['rows']):.2%} | >= 10% | "
         f"{'yes' if max(r['share_of_peak'] for r in de['rows']) >= 0.1 else 'no'} |"),
@@ -103,6 +127,7 @@ def report(info: dict[str, Any], res: dict[str, Any], wall: float) -> str:
     for by in ov["by_threads"]:
         base = by["step_seconds"]["uninstrumented"]
         lines += [f"| {by['threads']} | {v} | {_fmt(s)} | {s / base - 1:+.1%} |" for v, s in by["step_seconds"].items()]
+    lines += _scale_sections(res)
     lines += ["", "## 2. circles-deep ensemble vs plain loop", "",
               (f"{ci['models']} models (sigmoid/tanh/relu x {ci['models'] // 3} seeds), {ci['epochs']} epochs, batch 32, RMSprop. "
               "gradprobe: `train_group` with the preset's probe cadence (stats and histograms every epoch) "
@@ -154,8 +179,73 @@ def report(info: dict[str, Any], res: dict[str, Any], wall: float) -> str:
               f"{ci['store']['run_dir_bytes_total']} bytes)"),
               (f"* spiral (2 runs, every-iteration records): {sp['store']['bytes_per_value']:.2f} bytes/value "
               f"({sp['store']['stat_rows']} values)"), "",
-              "Raw numbers: `benchmarks/results.json`."]
+              *_feature_sections(res), "Raw numbers: `benchmarks/results.json`."]
     return "\n".join(lines) + "\n"
+
+
+def _scale_sections(res: dict[str, Any]) -> list[str]:
+    """Section 1b: the probe's overhead under torch.compile and under DDP."""
+    lines = ["", "## 1b. Probe overhead under torch.compile and DDP", ""]
+    if "compile" in res:
+        co = res["compile"]
+        lines += [(f"`bench_compile.py`: the MLP of section 1, `torch.compile(model)` (inductor), a fresh model and "
+                   f"`torch._dynamo.reset()` per sample; the first {bench_compile.COMPILE_STEPS} steps (compiling) are "
+                   f"timed apart, then {co['steps']} steps and the final detach; {co['reps']} interleaved repetitions, "
+                   "medians. Compile times after the first sample are served partly by inductor's on-disk cache."), "",
+                  "| variant | s/step | compile s | graphs compiled |", "|---|---|---|---|"]
+        lines += [f"| {v} | {_fmt(co['step_seconds'][v])} | {_fmt(co['compile_seconds'][v])} | {co['graphs'][v]} |"
+                  for v in bench_compile.VARIANTS]
+        lines += ["", f"Overhead {co['overhead']:+.1%}.", ""]
+    if "distributed" in res:
+        dd = res["distributed"]
+        lines += [(f"`bench_distributed.py`: {dd['world']} gloo ranks on the 2 cores, the MLP of section 1, batch 128 "
+                   f"per rank; whole runs of {dd['steps']} steps on rank 0 (every flush's cross-rank combine "
+                   f"included), {dd['reps']} interleaved repetitions, medians."), "",
+                  "| variant | s/step | overhead |", "|---|---|---|"]
+        lines += [f"| {v} | {_fmt(t)} | {t / dd['step_seconds'][bench_distributed.PLAIN] - 1:+.1%} |"
+                  for v, t in dd["step_seconds"].items()]
+    return lines
+
+
+def _feature_sections(res: dict[str, Any]) -> list[str]:
+    """Section 8: what the NaN guard, per-unit death, live alerts and second-order signals cost."""
+    lines = ["## 8. Live and second-order features", ""]
+    if "nan_guard" in res:
+        ng = res["nan_guard"]
+        lines += [(f"`bench_nan_guard.py`: the MLP of section 1, whole runs of {ng['steps']} steps, {ng['reps']} "
+                   "interleaved repetitions, medians; wall time and this process's CPU time per step (CPU time is "
+                   "the stable one on a shared machine; the overhead is computed from it)."), "",
+                  "| variant | wall s/step | CPU s/step | overhead (CPU) |", "|---|---|---|---|"]
+        lines += [f"| {v} | {_fmt(ng['step_seconds_wall'][v])} | {_fmt(ng['step_seconds_cpu'][v])} | "
+                  f"{ng['overhead_cpu'].get(v, 0.0):+.1%} |" for v in ng["step_seconds_cpu"]]
+        lines.append("")
+    if "units" in res:
+        un = res["units"]
+        lines += [(f"`bench_unit_death.py`: per-unit death tracking, probe with `units=True` against `units=False` "
+                   f"at the same cadence, whole runs of {un['steps']} steps, {un['reps']} interleaved repetitions; "
+                   "cost = median over repetitions of (on - off) / uninstrumented."), "",
+                  "| cadence | tracker cost |", "|---|---|"]
+        lines += [f"| {w} | {c:+.1%} |" for w, c in un["units_cost"].items()]
+        lines.append("")
+    if "alerts" in res:
+        al = res["alerts"]
+        lines += [(f"`bench_alerts.py`: live alerts, runs of {al['steps']} steps recorded every step (a flush every "
+                   "64), each flush's `AlertMonitor.update` timed."), "",
+                  "| model | flushes | alerts | s per flush (median, wall) | CPU s per flush | share of the run's wall |",
+                  "|---|---|---|---|---|---|"]
+        for name in ("mlp784", "sigmoid16"):
+            on = al[name]["alerts_on"]
+            lines.append(f"| {name} | {on['flushes']} | {on['alerts']} | {_fmt(on['flush_seconds_median'])} | "
+                         f"{_fmt(on['flush_cpu_seconds_median'])} | {on['alerts_share_of_wall']:.1%} |")
+        lines.append("")
+    if "second_order" in res:
+        so = res["second_order"]
+        lines += [(f"`bench_second_order.py`: one call each on the MLP of section 1 (batch 128), median of "
+                   f"{so['reps']} interleaved calls, CPU time."), "",
+                  "| signal | s per call | x a training step |", "|---|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} | {so['x_train_step'][k]:.1f} |" for k, v in so["seconds"].items()]
+        lines.append("")
+    return lines
 
 
 def main() -> None:
@@ -165,7 +255,10 @@ def main() -> None:
     start = time.perf_counter()
     res: dict[str, Any] = {}
     for name, fn in (("overhead", bench_probe_overhead.run), ("circles", bench_circles.run),
-                     ("spiral", bench_spiral.run), ("depth", bench_depth.run), ("cli", bench_cli.run)):
+                     ("spiral", bench_spiral.run), ("depth", bench_depth.run), ("cli", bench_cli.run),
+                     ("compile", bench_compile.run), ("distributed", bench_distributed.run),
+                     ("nan_guard", bench_nan_guard.run), ("units", bench_unit_death.run),
+                     ("alerts", lambda reps: bench_alerts.run(2000 * reps)), ("second_order", bench_second_order.run)):
         t0 = time.perf_counter()
         res[name] = fn(REPS[name])
         print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)  # a script's progress

@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from gradprobe.alerts import Alert, GradprobeAlert, StopTraining
     from gradprobe.diagnose.engine import diagnose
     from gradprobe.nan_guard import nan_guard
     from gradprobe.probe import Probe, ProbeOptions
@@ -25,6 +26,9 @@ except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
 
 _PUBLIC = {
+    "Alert": "gradprobe.alerts",
+    "GradprobeAlert": "gradprobe.alerts",
+    "StopTraining": "gradprobe.alerts",
     "Probe": "gradprobe.probe",
     "ProbeOptions": "gradprobe.probe",
     "diagnose": "gradprobe.diagnose.engine",
@@ -63,4 +67,5 @@ class _Package(types.ModuleType):
 sys.modules[__name__].__class__ = _Package
 
 
-__all__ = ["Probe", "ProbeOptions", "__version__", "diagnose", "load_run", "nan_guard", "watch"]
+__all__ = ["Alert", "GradprobeAlert", "Probe", "ProbeOptions", "StopTraining", "__version__", "diagnose", "load_run",
+           "nan_guard", "watch"]

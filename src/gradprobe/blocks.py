@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -15,7 +15,16 @@ from gradprobe import records as R
 from gradprobe.quantities import Quantity
 from gradprobe.quantities.histograms import unpack_histogram
 
+if TYPE_CHECKING:
+    from gradprobe.distributed import World
+
 log = logging.getLogger(__name__)
+
+# How a block's rows combine across data-parallel ranks (see gradprobe.distributed).
+SAME = "same"  # every rank holds the same rows (replicated weights, all-reduced gradients, step records)
+EXAMPLES = "examples"  # each rank reduced its share of the batch (module outputs and deltas)
+SHARDS = "shards"  # each rank reduced its shard of every tensor (FSDP2 parameters and gradients)
+NORMS = "norms"  # each rank's rows are norms of its shards: they add in quadrature (FSDP2 update ratios)
 
 
 @dataclass
@@ -28,6 +37,18 @@ class Block:
     stats: tuple[str, ...]  # what the rows become once finalised on the host
     raw: torch.Tensor  # (len(names), k) raw reductions
     meta: list[tuple[float, ...]]  # per row: what finalising needs (element counts, shapes)
+    spread: str = SAME  # how rows combine across ranks
+    batch: list[int] | None = None  # EXAMPLES: examples per row on this rank
+    dead: list[torch.Tensor | None] | None = None  # EXAMPLES: per-unit dead mask per row (kept under distributed)
+    local: list[float] | None = None  # SHARDS: this rank's element count per row (meta holds the global one)
+
+
+@dataclass
+class HostRows:
+    """A block's raw rows and meta on the host, as finalising reads them."""
+
+    raw: np.ndarray  # (n, k) float64
+    meta: np.ndarray  # (n, m) float64
 
 
 @dataclass
@@ -56,20 +77,29 @@ def to_host(tensors: list[torch.Tensor]) -> np.ndarray:
     return np.concatenate(host)  # type: ignore[arg-type]
 
 
-def finalize_blocks(blocks: list[Block]) -> np.ndarray:
-    """Host statistics of every block, in block order, finalised group by group with NumPy."""
+def host_rows(blocks: list[Block]) -> list[HostRows]:
+    """Every block's raw rows and meta on the host (one transfer per device)."""
     raw = to_host([b.raw.double() for b in blocks])
     offsets = np.cumsum([0] + [b.raw.numel() for b in blocks])
+    return [HostRows(raw[offsets[i]:offsets[i + 1]].reshape(b.raw.shape[0], -1),
+                     np.array(b.meta, dtype=np.float64).reshape(len(b.names), -1)) for i, b in enumerate(blocks)]
+
+
+def finalize_blocks(blocks: list[Block], rows: list[HostRows] | None = None) -> np.ndarray:
+    """Host statistics of every block, in block order, finalised group by group with NumPy.
+
+    ``rows`` are the blocks' host rows if already moved (and combined across ranks); else they are moved here.
+    """
+    rows = host_rows(blocks) if rows is None else rows
     groups: dict[tuple[int, tuple[str, ...]], list[int]] = {}
     for i, b in enumerate(blocks):
         groups.setdefault((id(b.quantity), b.stats), []).append(i)
     parts: list[np.ndarray] = [np.empty(0)] * len(blocks)
     for members in groups.values():
         first = blocks[members[0]]
-        width = first.raw.shape[1]
-        rows = np.concatenate([raw[offsets[i]:offsets[i + 1]] for i in members]).reshape(-1, width)
-        meta = np.array([m for i in members for m in blocks[i].meta], dtype=np.float64).reshape(len(rows), -1)
-        values = first.quantity.finalize(rows, meta, first.stats)  # (rows, len(stats))
+        raw = np.concatenate([rows[i].raw for i in members])
+        meta = np.concatenate([rows[i].meta for i in members])
+        values = first.quantity.finalize(raw, meta, first.stats)  # (rows, len(stats))
         start = 0
         for i in members:
             n = len(blocks[i].names)
@@ -78,9 +108,9 @@ def finalize_blocks(blocks: list[Block]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def stats_frame(blocks: list[Block]) -> pd.DataFrame:
-    """The tidy stats frame (:data:`records.STAT_COLUMNS`) of buffered blocks."""
-    values = finalize_blocks(blocks)
+def stats_frame(blocks: list[Block], rows: list[HostRows] | None = None) -> pd.DataFrame:
+    """The tidy stats frame (:data:`records.STAT_COLUMNS`) of buffered blocks (their host ``rows`` if moved)."""
+    values = finalize_blocks(blocks, rows)
     cols: dict[str, list[Any]] = {"step": [], "layer": [], "tensor": [], "kind": [], "stat": []}
     for b in blocks:
         n = len(b.names) * len(b.stats)
@@ -110,10 +140,15 @@ Sink = Callable[[pd.DataFrame, pd.DataFrame], None]
 
 
 class Records:
-    """What a probe buffered on the device and what it already moved to the host; flushes hand frames to ``sink``."""
+    """What a probe buffered on the device and what it already moved to the host; flushes hand frames to ``sink``.
 
-    def __init__(self, bins: int, sink: Sink | None) -> None:
-        self.bins, self.sink, self.buffer = bins, sink, Buffer()
+    Under torch.distributed (``world``) flushes combine the blocks of every rank and are collective,
+    and only rank 0 hands frames to ``sink``.
+    """
+
+    def __init__(self, bins: int, sink: Sink | None, world: World | None = None) -> None:
+        self.bins, self.buffer, self.world = bins, Buffer(), world
+        self.sink = sink if world is None or world.rank == 0 else None
         self._frames: list[pd.DataFrame] = []
         self._hist_frames: list[pd.DataFrame] = []
 
@@ -121,16 +156,37 @@ class Records:
         """Buffer ``blocks`` (those with rows and stats)."""
         for block in blocks:
             if block.names and block.stats:
+                if self.world is None:
+                    block.dead = None  # the masks are only combined across ranks
                 self.buffer.blocks.append(block)
                 self.buffer.steps.add(block.step)
 
+    @property
+    def empty(self) -> bool:
+        """Whether nothing is buffered."""
+        return not self.buffer.blocks and not self.buffer.hists
+
+    def full(self, steps_done: int, flush_every: int) -> bool:
+        """Whether to flush now: ``flush_every`` recorded steps are buffered; under distributed, every
+        ``flush_every`` optimizer steps, so that all ranks flush together even if their cadences disagree."""
+        if self.world is not None:
+            return steps_done % flush_every == 0
+        return len(self.buffer.steps) >= flush_every
+
     def flush(self) -> pd.DataFrame | None:
-        """Move the buffer to the host as frames and hand them to the sink; the stats frame, None if empty."""
+        """Move the buffer to the host as frames and hand them to the sink; the stats frame, None if empty.
+
+        Raises:
+            GradprobeError: under distributed, if the ranks buffered different steps or rows.
+        """
         blocks, hists = self.buffer.blocks, self.buffer.hists
         self.buffer = Buffer()
+        rows = None
+        if self.world is not None:
+            rows = self.world.combine(blocks, host_rows(blocks))
         if not blocks and not hists:
             return None
-        stats, hist = stats_frame(blocks), hist_frame(hists, self.bins)
+        stats, hist = stats_frame(blocks, rows), hist_frame(hists, self.bins)
         self._frames.append(stats)
         self._hist_frames.append(hist)
         if self.sink is not None:
@@ -166,5 +222,5 @@ def first_nonfinite(frame: pd.DataFrame) -> dict[str, Any] | None:
     return {"step": int(first["step"]), "layer": first["layer"], "tensor": first["tensor"], "kind": first["kind"]}
 
 
-__all__ = ["Block", "Buffer", "Records", "Sink", "finalize_blocks", "first_nonfinite", "hist_frame", "stats_frame",
-           "to_host"]
+__all__ = ["EXAMPLES", "NORMS", "SAME", "SHARDS", "Block", "Buffer", "HostRows", "Records", "Sink",
+           "finalize_blocks", "first_nonfinite", "hist_frame", "host_rows", "stats_frame", "to_host"]

@@ -40,9 +40,14 @@ class HookSet:
     def __len__(self) -> int:
         return len(self._handles)
 
-    def forward(self, module: nn.Module, fn: Callable[[nn.Module, Any, Any], None]) -> None:
-        """Call ``fn(module, inputs, output)`` after every forward of ``module``."""
-        self._handles.append(module.register_forward_hook(fn))
+    def forward(self, module: nn.Module, fn: Callable[[nn.Module, Any, Any], Any], traceable: bool = False) -> None:
+        """Call ``fn(module, inputs, output)`` after every forward of ``module``.
+
+        Inside a ``torch.compile`` graph dynamo traces forward hooks into the graph: ``traceable=False``
+        hooks (ones that read the host, time themselves or walk the autograd graph) are then skipped
+        rather than breaking the graph; ``traceable=True`` ones are traced as they are.
+        """
+        self._handles.append(module.register_forward_hook(fn if traceable else _eager_only(fn)))
 
     def optimizer(
         self,
@@ -57,6 +62,14 @@ class HookSet:
         else:
             self._handles.append(optimizer.register_step_pre_hook(lambda opt, a, k: pre(opt)))
             self._handles.append(optimizer.register_step_post_hook(lambda opt, a, k: post(opt)))
+
+    def tensor(self, tensor: torch.Tensor, fn: Callable[[torch.Tensor], None]) -> None:
+        """Call ``fn(grad)`` with each gradient computed for ``tensor`` (a parameter: before it is accumulated)."""
+        self._handles.append(tensor.register_hook(fn))
+
+    def accumulated(self, param: torch.Tensor, fn: Callable[[torch.Tensor], None]) -> None:
+        """Call ``fn(param)`` after each backward has accumulated into ``param.grad``."""
+        self._handles.append(param.register_post_accumulate_grad_hook(fn))
 
     def scaler_update(self, scaler: torch.amp.GradScaler, before: Callable[[], None]) -> None:
         """Call ``before()`` at the start of every ``scaler.update()`` (GradScaler has no hooks of its own).
@@ -79,6 +92,40 @@ class HookSet:
             self._handles.pop().remove()
 
 
+def _eager_only(fn: Callable[[nn.Module, Any, Any], Any]) -> Callable[[nn.Module, Any, Any], Any]:
+    """``fn`` in eager mode; a no-op that dynamo folds away inside a compiled graph (no graph break)."""
+    def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+        if torch.compiler.is_compiling():
+            return None
+        return fn(module, inputs, output)
+
+    return hook
+
+
+class DeltaTap(torch.autograd.Function):
+    """Identity on a module output whose backward writes reductions of dL/d output into a buffer.
+
+    The dynamo-friendly replacement of a tensor hook inside a ``torch.compile`` graph (a tensor hook
+    that stores its result in Python breaks the graph; writing into a preallocated buffer is traced
+    into the compiled backward). ``buffer`` is ``(k + 1,)``: the ``k`` reductions of ``reduce(grad)``,
+    then the number of times backward reached the output since the buffer was last zeroed.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, out: torch.Tensor, buffer: torch.Tensor,  # type: ignore[override]
+                reduce: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        ctx.save_for_backward(buffer)
+        ctx.reduce = reduce
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        (buffer,) = ctx.saved_tensors
+        raw = ctx.reduce(grad).to(buffer.dtype)  # (k,)
+        buffer.copy_(torch.cat([raw, buffer[-1:] + 1]))
+        return grad, None, None
+
+
 def first_tensor(value: Any) -> torch.Tensor | None:
     """The first tensor in a module output (LSTM and attention modules return tuples)."""
     if isinstance(value, torch.Tensor):
@@ -93,4 +140,4 @@ def first_tensor(value: Any) -> torch.Tensor | None:
     return None
 
 
-__all__ = ["HookSet", "first_tensor"]
+__all__ = ["DeltaTap", "HookSet", "first_tensor"]

@@ -1,4 +1,8 @@
-"""The probe's parameters: gradient and weight statistics as one stacked block each, histograms, update ratios."""
+"""The probe's parameters: gradient and weight statistics as one stacked block each, histograms, update ratios.
+
+Under FSDP2 parameters and gradients are DTensors: each rank reduces its local shard, the rows
+carry the global element count and shape, and flushes combine the shards (see :mod:`gradprobe.distributed`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import torch
 from torch import nn
 
 from gradprobe import records as R
-from gradprobe.blocks import Block
+from gradprobe.blocks import NORMS, SAME, SHARDS, Block
+from gradprobe.distributed import local
 from gradprobe.probe_options import ProbeOptions, split_name
 from gradprobe.quantities import TensorStats, UpdateRatio, histogram, update_norms
 
@@ -19,10 +24,12 @@ class Params:
     Args:
         params: ``(name, parameter)`` pairs, in model order.
         options: which grad and weight stats (``update_ratio`` among the weight stats adds a snapshot).
+        sharded: the parameters are DTensor shards (FSDP2), to be combined across ranks at the flush.
     """
 
-    def __init__(self, params: list[tuple[str, nn.Parameter]], options: ProbeOptions) -> None:
+    def __init__(self, params: list[tuple[str, nn.Parameter]], options: ProbeOptions, sharded: bool = False) -> None:
         self.named = params
+        self.sharded = sharded
         self._names = [split_name(n) for n, _ in params]
         self._grad_q = TensorStats(R.GRAD, options.grad_stats)
         self._weight_q = TensorStats(R.WEIGHT, tuple(s for s in options.weight_stats if s != R.UPDATE_RATIO))
@@ -32,9 +39,11 @@ class Params:
     def _block(self, step: int, quantity: TensorStats, values: list[tuple[int, torch.Tensor]]) -> list[Block]:
         if not values or not quantity.stats:
             return []
-        tensors = [t for _, t in values]
-        return [Block(step, quantity, [self._names[i] for i, _ in values], quantity.stats,
-                      quantity.raw_block(tensors), [(float(t.numel()), float(sum(t.shape))) for t in tensors])]
+        tensors = [t for _, t in values]  # meta: global counts and shapes (a DTensor reports its global ones)
+        shards = [local(t) for t in tensors]
+        return [Block(step, quantity, [self._names[i] for i, _ in values], quantity.stats, _raw_block(quantity, shards),
+                      [(float(t.numel()), float(sum(t.shape))) for t in tensors], SHARDS if self.sharded else SAME,
+                      local=[float(t.numel()) for t in shards] if self.sharded else None)]
 
     def weights(self, step: int) -> list[Block]:
         """The weight-stats block (empty list if no weight stats)."""
@@ -54,12 +63,13 @@ class Params:
     def ratio(self, step: int, before: list[torch.Tensor]) -> Block:
         """The update-ratio block between ``before`` (overwritten: scratch) and the weights now."""
         assert self.ratio_q is not None
-        raw = update_norms(before, [p for _, p in self.named])  # (n_params, 2)
-        return Block(step, self.ratio_q, self._names, (R.UPDATE_RATIO,), raw, [()] * len(self.named))
+        raw = update_norms(before, [local(p) for _, p in self.named])  # (n_params, 2), of this rank's shards
+        return Block(step, self.ratio_q, self._names, (R.UPDATE_RATIO,), raw, [()] * len(self.named),
+                     NORMS if self.sharded else SAME)
 
     def snapshot(self, reuse: bool) -> list[torch.Tensor]:
         """Copies of the weights; with ``reuse``, into buffers allocated once, in one fused call."""
-        params = [p.detach() for _, p in self.named]
+        params = [local(p).detach() for _, p in self.named]
         if not reuse:
             return [p.clone() for p in params]
         if self._buffers is None:
@@ -67,6 +77,17 @@ class Params:
         else:
             torch._foreach_copy_(self._buffers, params)
         return self._buffers
+
+
+def _raw_block(quantity: TensorStats, tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``quantity``'s raw rows of ``tensors``; zeros for empty ones (a rank's empty shard of a small parameter)."""
+    full = [i for i, t in enumerate(tensors) if t.numel()]
+    if len(full) == len(tensors):
+        return quantity.raw_block(tensors)
+    out = torch.zeros(len(tensors), len(quantity.moments), device=tensors[0].device, dtype=torch.float64)
+    if full:
+        out[full] = quantity.raw_block([tensors[i] for i in full]).to(out.dtype)
+    return out
 
 
 __all__ = ["Hist", "Params"]

@@ -11,13 +11,14 @@ with the spread of the means, and a unit is dead only if it is dead in every cal
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from gradprobe import records as R
 from gradprobe.quantities import ActivationStats, Inputs, TensorStats, merge_moments
 from gradprobe.quantities.tensor_stats import LINEAR, stack_rows
+from gradprobe.units import UnitMasks, pool_masks
 
 
 @dataclass
@@ -33,6 +34,9 @@ class Call:
     delta: torch.Tensor | None = None  # (k_delta,) delta reductions, once backward reached the output
     delta_meta: tuple[float, ...] = ()
     arrival: int = -1  # order in which backward reached the output; -1: not (yet)
+    traced: bool = False  # recorded inside a torch.compile graph (see Outputs._traced)
+    tap: torch.Tensor | None = None  # traced: the DeltaTap buffer backward writes the delta into
+    units: UnitMasks | None = None  # per-unit dead/saturated masks (gradprobe.units), if tracked
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ class Row:
     stats: tuple[str, ...]
     raw: torch.Tensor  # (k,)
     meta: tuple[float, ...]
+    batch: int = 1  # examples pooled (size of dim 0 over the calls), for combining across ranks
+    dead: torch.Tensor | None = None  # (units,) bool: dead in every call, for combining across ranks
+    units: UnitMasks | None = None  # per-unit masks AND-ed over the calls (gradprobe.units)
 
 
 def _pooled_meta(metas: list[tuple[float, ...]], batches: list[int]) -> tuple[float, ...]:
@@ -73,6 +80,32 @@ class Pending:
             inputs = Inputs(grad)
             call.delta, call.delta_meta = self._delta_q.raw(inputs), self._delta_q.meta(inputs)
 
+    @property
+    def calls(self) -> list[Call]:
+        """The calls held so far in this step."""
+        return self._calls
+
+    def read_taps(self) -> dict[str, int]:
+        """Move the deltas of traced calls out of their tap buffers (one host read); traced calls per module.
+
+        Backward order inside a compiled graph is not observed: traced calls count as reached in
+        reverse forward order; a tapped call whose buffer was not written was not reached (dropped).
+        """
+        traced = [c for c in self._calls if c.traced]
+        tapped = [c for c in traced if c.tap is not None]
+        reached = torch.stack([c.tap[-1] for c in tapped]).gt(0).tolist() if tapped else []  # type: ignore[index]
+        hit = dict(zip(map(id, tapped), reached))
+        for order, call in enumerate(reversed(traced)):
+            if hit.get(id(call), True):
+                call.arrival = self._arrivals + order
+            if call.tap is not None:
+                call.delta = call.tap[:-1].clone() if hit[id(call)] else None
+                call.tap.zero_()
+        counts: dict[str, int] = {}
+        for call in traced:
+            counts[call.name] = counts.get(call.name, 0) + 1
+        return counts
+
     def clear(self) -> None:
         """Drop every held call (a step the GradScaler skipped, or after a commit)."""
         self._calls, self._arrivals = [], 0
@@ -101,28 +134,31 @@ class Pending:
         batches = [c.batch for c in calls]
         raw = first.raw if len(calls) == 1 else merge_moments(
             stack_rows([c.raw for c in calls]), [c.meta[0] for c in calls], self._act_q.moments)
+        dead = None
         if R.DEAD_FRAC in first.stats:
             masks = [c.dead for c in calls if c.dead is not None]
             same = len(masks) == len(calls) and len({m.shape for m in masks}) == 1
             # units of differently shaped calls cannot be matched: no dead count rather than a wrong one
-            count = torch.stack(masks).all(0).sum() if same else torch.tensor(float("nan"), device=raw.device)
+            dead = torch.stack(masks).all(0) if same else None
+            count = dead.sum() if dead is not None else torch.tensor(float("nan"), device=raw.device)
             col = self._act_q.dead_column
             raw = torch.cat([raw[:col], count.to(raw.dtype)[None], raw[col:]])
-        return Row(first.name, first.stats, raw, _pooled_meta([c.meta for c in calls], batches))
+        return Row(first.name, first.stats, raw, _pooled_meta([c.meta for c in calls], batches), sum(batches), dead,
+                   pool_masks([c.units for c in calls]))
 
     def _delta(self, calls: list[Call]) -> Row:
         deltas = [c.delta for c in calls]
         raw = deltas[0] if len(calls) == 1 else merge_moments(
             stack_rows(deltas), [c.delta_meta[0] for c in calls], self._delta_q.moments)  # type: ignore[arg-type]
         meta = _pooled_meta([c.delta_meta for c in calls], [c.batch for c in calls])
-        return Row(calls[0].name, self._delta_q.stats, raw, meta)  # type: ignore[arg-type]
+        return Row(calls[0].name, self._delta_q.stats, raw, meta, sum(c.batch for c in calls))  # type: ignore[arg-type]
 
     def _unscale(self, rows: list[Row], scale: torch.Tensor) -> list[Row]:
         """Divide the linear reductions (sums, centred norm, max) of every row by ``scale`` in one op."""
         raw = stack_rows([r.raw for r in rows])  # (D, k)
         linear = torch.tensor([m in LINEAR for m in self._delta_q.moments], device=raw.device)
         raw = torch.where(linear, raw / scale.to(raw.device, raw.dtype), raw)
-        return [Row(r.name, r.stats, v, r.meta) for r, v in zip(rows, raw.unbind(0))]
+        return [replace(r, raw=v) for r, v in zip(rows, raw.unbind(0))]
 
 
 __all__ = ["Call", "Pending", "Row"]

@@ -10,23 +10,34 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 from torch import nn
 
+from gradprobe import distributed
 from gradprobe import records as R
-from gradprobe.blocks import Block, Records, Sink, first_nonfinite
+from gradprobe.alerts import Alert, AlertCallback, AlertMonitor, dispatch
+from gradprobe.blocks import EXAMPLES, Block, Records, Sink, first_nonfinite
 from gradprobe.budget import Cadence, Clock
 from gradprobe.errors import GradprobeError
 from gradprobe.hooks import HookSet, first_tensor
+from gradprobe.nan_guard import NonFiniteError
+from gradprobe.nan_guard import nan_guard as NanGuard
 from gradprobe.outputs import Outputs
 from gradprobe.params import Params
-from gradprobe.probe_options import ProbeOptions, select
+from gradprobe.probe_options import ProbeOptions, select, split_name
 from gradprobe.quantities import ActivationStats, StepStats, TensorStats, family_of, step_row
+from gradprobe.quantities.curvature import LossFn
+from gradprobe.quantities.step_stats import OverflowStats, last_nonfinite
 from gradprobe.schedules import Schedule, as_schedule
+from gradprobe.second_order import SecondOrder
 from gradprobe.structure import Capture, analyse
+from gradprobe.units import UnitTracker
+
+if TYPE_CHECKING:
+    from gradprobe.diagnose.thresholds import Thresholds
 
 log = logging.getLogger(__name__)
 DRIVES = ("optimizer", "manual")  # who says when a step's gradients are final: the optimizer's hooks or the caller
@@ -60,6 +71,17 @@ class Probe:
             divided by the loss scale their backward ran with, a step the scaler skipped (inf/NaN
             gradients, no update) keeps no activation or delta records, and every recorded or
             skipped step gets a kind-``step`` row pair (``skipped``, ``loss_scale``).
+        on_alert: called with each live :class:`~gradprobe.alerts.Alert` (a layer's verdict appeared or
+            changed, judged at every flush on the last recorded steps; see :mod:`gradprobe.alerts`); it may
+            raise :class:`~gradprobe.alerts.StopTraining` to stop the loop. None: a ``GradprobeAlert`` warning.
+            Every alert is also logged (logger ``gradprobe.alerts``, INFO) and kept in :attr:`alerts`.
+        alerts: False turns live alerts off (no evaluation, no warning); a ``Thresholds`` sets their limits.
+        nan_guard: also run :class:`gradprobe.nan_guard` (``check="outputs"``, ``action="warn"``) on
+            every step: its first finding, the module that produced the first NaN/Inf, is
+            :attr:`nan_culprit` (training goes on; the guard's cost is measured in benchmarks/).
+        sharpness_every: cadence of the top Hessian eigenvalue (kind ``curvature``), None: never;
+            computed by :meth:`second_order` (see :mod:`gradprobe.second_order`).
+        snr_every: cadence of the per-parameter gradient SNR (kind ``snr``), None: never.
 
     Module outputs (activation and delta) are recorded in train and eval mode alike, for every
     forward pass whose output backward reaches before the optimizer step; passes without grad, and
@@ -84,10 +106,17 @@ class Probe:
         budget: float | None = None,
         clock: Clock = time.perf_counter,
         drive: str = "optimizer",
+        on_alert: AlertCallback | None = None,
+        alerts: bool | Thresholds = True,
+        nan_guard: bool = False,
+        sharpness_every: int | Schedule | None = None,
+        snr_every: int | Schedule | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise GradprobeError(f"model: {type(model).__name__} is not a torch.nn.Module")
+        model = distributed.unwrap(model)  # a DDP-wrapped model records under its module's names
         self.model = model
+        self._world = distributed.current_world()
         self.options = options or ProbeOptions()
         if self.options.bins < 1 or self.options.flush_every < 1:
             raise GradprobeError("options: bins and flush_every must be >= 1")
@@ -96,7 +125,9 @@ class Probe:
         self._cadence = Cadence(as_schedule(every), budget, clock)
         self._hist_schedule = as_schedule(hist_every)
         named = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        self._params = Params([(n, named[n]) for n in select(list(named), params, "params")], self.options)
+        chosen = [(n, named[n]) for n in select(list(named), params, "params")]
+        self._params = Params(chosen, self.options, distributed.check_params(chosen, self._world))
+        distributed.check_cadence(self._world, budget, hist_every, self._params.sharded)
         if optimizer is not None and not self._owns(optimizer):
             raise GradprobeError("optimizer: it holds none of the model's parameters")
         self._explicit_optimizer = optimizer
@@ -109,22 +140,33 @@ class Probe:
             raise GradprobeError(f"scaler: {type(scaler).__name__} is not a torch.amp.GradScaler; pass one or None")
         self._scaler = scaler
         self._step_q = StepStats(R.STEP_STATS)
+        self._overflow_q = OverflowStats((R.FIRST_NONFINITE_GRAD,))
         self._outputs = Outputs(ActivationStats(self.options.activation_stats, self.options.saturation_tol),
                                 TensorStats(R.DELTA, self.options.delta_stats), self._cadence,
                                 lambda: (self._step, self._attached))
+        self._units = UnitTracker(self.options.unit_dim) if self.options.units else None
+        self._outputs.unit_dim = self.options.unit_dim if self.options.units else None
         self._stepped = False  # an optimizer step (or step()) ran since the scaler's last update()
         self._owned: dict[int, bool] = {}
         self._step = 0
         self._snapshot: list[torch.Tensor] | None = None
         self._last_weights: list[torch.Tensor] | None = None  # for step(): ratio between recorded steps
         self._followed_optimizer = False
-        self._records = Records(self.options.bins, sink)
+        self._records = Records(self.options.bins, sink, self._world)
+        self.alerts: list[Alert] = []  # live alerts so far, in the order they were raised
+        self._on_alert = on_alert
+        self._monitor = None if alerts is False else AlertMonitor(
+            [n for n, p in model.named_parameters() if p.dim() >= 2], None if alerts is True else alerts)
         self.first_nonfinite: dict[str, Any] | None = None
         self.structure: dict[str, Any] | None = None  # the model's wiring, for the residual-aware diagnosis
         self._hooks = HookSet()
         self._structure_hooks = HookSet()
         self._capture = Capture()
         self._attach(model, modules)
+        self._outputs.advance()  # whether compiled forwards record step 0
+        self._guard = NanGuard(model, action="warn").attach(hook_optimizer=False) if nan_guard else None
+        self._second_order = SecondOrder(sharpness_every, snr_every, self._params.named, self.options.sharpness_iters,
+                                         self.options.sharpness_tol, self.options.snr_examples)
 
     # -- attaching -------------------------------------------------------------------------------
     def _attach(self, model: nn.Module, modules: str | Sequence[str] | None) -> None:
@@ -132,7 +174,7 @@ class Probe:
         chosen = [] if modules is not None and not modules else select(leaves, modules, "modules")
         by_name = dict(model.named_modules())
         for name in chosen:
-            self._hooks.forward(by_name[name], self._outputs.hook(name, family_of(by_name[name])))
+            self._hooks.forward(by_name[name], self._outputs.hook(name, family_of(by_name[name]), by_name[name]), True)
         if self._drive == "optimizer":
             self._hooks.optimizer(self._explicit_optimizer, self._pre_step, self._post_step)
         if self._scaler is not None:
@@ -162,6 +204,8 @@ class Probe:
         if getattr(self, "_attached", False):
             self._hooks.remove_all()
             self._structure_hooks.remove_all()
+            if self._guard is not None:
+                self._guard.detach(check=False)
             self._attached = False
             self.flush()
 
@@ -173,7 +217,11 @@ class Probe:
 
     @property
     def cost(self) -> dict[str, Any]:
-        """``{budget, overhead, recorded_steps, steps}``: the probe's time over wall time since it was attached."""
+        """``{budget, overhead, recorded_steps, steps}``: the probe's cost over wall time since it was attached.
+
+        A recorded step costs its wall time beyond an unrecorded step's, hook dispatch included
+        (see :mod:`gradprobe.budget`).
+        """
         return self._cadence.report(self._step)
 
     @property
@@ -200,12 +248,35 @@ class Probe:
     def resume_at(self, step: int) -> None:
         """Continue counting from ``step`` (a run restored from a checkpoint), so records keep their steps."""
         self._step = step
+        self._outputs.advance()
+        if self._guard is not None:
+            self._guard.step = step
+
+    @property
+    def nan_culprit(self) -> NonFiniteError | None:
+        """With ``nan_guard=True``: the first non-finite value's producer (module, step, phase, inputs), else None."""
+        return self._guard.error if self._guard is not None else None
+
+    def second_order(self, loss_fn: LossFn, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Record the sharpness and gradient SNR due at the current step, on ``batch`` at the current weights.
+
+        Call it once per step (a no-op when nothing is due), e.g. after ``loss.backward()``; ``loss_fn(output,
+        target)`` must be a mean over the batch. Values belong to :attr:`step_count` (the weights before that
+        step's update); ``.grad`` and the activation/delta records are not touched.
+        """
+        if self._attached and self._second_order.due(self._step):
+            self._records.push(self._second_order.blocks(self._step, self.model, loss_fn, batch))
 
     def _record(self, step: int) -> None:
         """Record everything due at ``step`` except the update ratio (step record, outputs, parameters)."""
         self._record_step(step, skipped=False)
-        self._records.push([Block(step, quantity, [(row.name, "output")], row.stats, row.raw[None], [row.meta])
-                    for quantity, row in self._outputs.commit(self._loss_scale())])
+        rows = self._outputs.commit(self._loss_scale())
+        self._records.push([Block(step, quantity, [(row.name, "output")], row.stats, row.raw[None], [row.meta],
+                                  EXAMPLES, [row.batch], [row.dead]) for quantity, row in rows])
+        if self._units is not None:
+            for _, row in rows:
+                if row.units is not None:
+                    self._units.update(step, row.name, row.units)
         self._records.push(self._params.stats(step))
 
     def _pre_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -241,6 +312,8 @@ class Probe:
                                  "create it with drive='manual' to call this")
 
     def _begin_update(self) -> None:
+        if self._guard is not None:
+            self._guard.check()
         step, since = self._step, self._cadence.clock()
         if self._cadence.due(step):
             self._record(step)
@@ -255,14 +328,17 @@ class Probe:
         if self._snapshot is not None:
             self._records.push([self._params.ratio(self._step, self._snapshot)])
             self._snapshot = None
+        since = self._cadence.end_step(since, self._step)
         self._advance()
         self._cadence.spend(since)
 
     def _advance(self) -> None:
         self._step += 1
+        if self._guard is not None:
+            self._guard.advance()
         self._stepped = True
-        self._outputs.pending.clear()
-        if len(self._records.buffer.steps) >= self.options.flush_every:
+        self._outputs.advance()
+        if self._records.full(self._step, self.options.flush_every):
             self._flush()
 
     def step(self) -> None:
@@ -275,6 +351,8 @@ class Probe:
         """
         if self._followed_optimizer:
             raise GradprobeError("probe.step(): the probe already follows the optimizer's steps; don't call both")
+        if self._guard is not None:
+            self._guard.check()
         step, since = self._step, self._cadence.clock()
         if self._cadence.due(step):
             self._record(step)
@@ -284,6 +362,7 @@ class Probe:
                 self._last_weights = self._params.snapshot(reuse=False)
         if self._hist_schedule(step):
             self._records.buffer.hists += self._params.hists(step, self.options.bins)
+        since = self._cadence.end_step(since, step)
         self._advance()
         self._cadence.spend(since)
 
@@ -303,9 +382,23 @@ class Probe:
         if not self._stepped:
             since = self._cadence.clock()
             self._record_step(self._step, skipped=True)  # the scale the skipped backward overflowed with
+            self._record_overflow(self._step)
+            since = self._cadence.end_step(since, self._step)
             self._advance()  # drops the skipped step's held calls: scaled by an overflowing scale
             self._cadence.spend(since)
         self._stepped = False
+
+    def _record_overflow(self, step: int) -> None:
+        """On a skipped step: the parameter nearest the output whose (unscaled) gradient holds NaN/Inf."""
+        held = [(name, p.grad) for name, p in self._params.named if p.grad is not None]
+        found = last_nonfinite([g for _, g in held])
+        if found is not None:
+            q = self._overflow_q
+            self._records.push([Block(step, q, [split_name(held[found[0]][0])], q.stats, found[1].reshape(1, 1), [()])])
+
+    def push(self, blocks: list[Block]) -> None:
+        """Buffer blocks computed outside the probe (e.g. by :mod:`gradprobe.noise_scale`) with its records."""
+        self._records.push(blocks)
 
     def record_weights(self) -> None:
         """Record weight statistics now, at the current step (e.g. the final weights after training)."""
@@ -325,14 +418,34 @@ class Probe:
         self._cadence.spend(since)
 
     def _flush(self) -> None:
+        if not self._attached and self._records.empty:  # nothing can arrive after detach: no collective, so
+            return  # one rank alone (rank 0 storing the run) may still read frame() or diagnose()
         stats = self._records.flush()
         if stats is not None and self.first_nonfinite is None:
             self.first_nonfinite = first_nonfinite(stats)
+        if stats is not None and self._monitor is not None:
+            raised = self._monitor.update(stats, self.structure)
+            self.alerts += raised
+            dispatch(raised, self._on_alert)
 
     def frame(self) -> pd.DataFrame:
         """All statistics recorded so far as a tidy frame with columns :data:`records.STAT_COLUMNS`."""
         self.flush()
         return self._records.frame()
+
+    def units(self) -> pd.DataFrame:
+        """Per-unit death and saturation so far, one row per unit, columns ``store.layout.UNIT_COLUMNS``.
+
+        ``last_fired``/``dead_since``/``first_dead`` are recorded steps (the cadence: a unit that fired
+        only between recorded steps is not seen to fire), -1 for none; see :mod:`gradprobe.units`.
+        Empty with ``ProbeOptions(units=False)``.
+        """
+        return UnitTracker().frame() if self._units is None else self._units.frame()
+
+    def resume_units(self, units: pd.DataFrame) -> None:
+        """Continue the per-unit record from a stored snapshot (``Run.units()`` of a resumed run)."""
+        if self._units is not None:
+            self._units.restore(units)
 
     def hists(self) -> pd.DataFrame:
         """All histograms recorded so far, columns :data:`records.HIST_COLUMNS` (edges, counts as arrays)."""

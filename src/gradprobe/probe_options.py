@@ -22,6 +22,11 @@ class ProbeOptions:
     saturation_tol: float = 0.01  # "saturated" = within this fraction of the range from an asymptote
     flush_every: int = 64  # recorded steps buffered on the device before one transfer to the host
     structure: bool = True  # read residual joins, norms and tied weights from the first training pass (once)
+    sharpness_iters: int = 20  # at most this many Hessian-vector products per top-eigenvalue estimate
+    sharpness_tol: float = 1e-3  # relative change of the estimate that stops the power iteration
+    snr_examples: int = 32  # the gradient SNR uses the first this many examples of the batch
+    units: bool = True  # per-unit last-fired step and saturated fraction on recorded steps (gradprobe.units)
+    unit_dim: int = 1  # the unit dim of module outputs: features of (B, F), channels of (B, C, H, W); -1 for (B, T, D)
 
 
 def split_name(name: str) -> tuple[str, str]:

@@ -25,8 +25,17 @@ GRAD: Final = "grad"
 WEIGHT: Final = "weight"  # the parameter itself
 ACTIVATION: Final = "activation"  # a module's forward output
 DELTA: Final = "delta"  # dL/d(module output), the back-propagated error (unscaled under a GradScaler)
-STEP: Final = "step"  # the optimizer step itself (layer "", tensor "optimizer"): skipped, loss_scale
-KINDS: Final = (GRAD, WEIGHT, ACTIVATION, DELTA, STEP)
+# the optimizer step itself (layer "", tensor "optimizer"): skipped, loss_scale; on a skipped step also one
+# first_nonfinite_grad row at the culprit parameter's own layer and tensor
+STEP: Final = "step"
+CURVATURE: Final = "curvature"  # top Hessian eigenvalue of the loss (layer "", tensor "hessian"; second_order.py)
+SNR: Final = "snr"  # per-parameter gradient signal-to-noise from per-example gradients (second_order.py)
+COORD: Final = "coord"  # width-scaling check (coord_check.py): activation and update scale per layer and width
+# Simple noise scale (McCandlish et al. 2018) from two batch sizes (noise_scale.py): per parameter and layer ""
+# (tensor "model") for the whole model; micro-batches of one step or DDP ranks' local vs all-reduced gradients.
+NOISE: Final = "noise"
+KINDS: Final = (GRAD, WEIGHT, ACTIVATION, DELTA, STEP, CURVATURE, SNR, COORD, NOISE)
+MODEL_TENSOR: Final = "model"  # the tensor name of whole-model rows (layer "") of kind noise
 STEP_TENSOR: Final = "optimizer"  # the tensor name of kind-step rows
 
 # Statistic names.
@@ -52,6 +61,24 @@ SATURATED_FRAC: Final = "saturated_frac"  # outputs within 1% of an asymptote (b
 NEGATIVE_FRAC: Final = "negative_frac"  # entries with negative input (leaky units: LeakyReLU/PReLU/RReLU)
 SKIPPED: Final = "skipped"  # kind step: 1 if the GradScaler skipped the update (inf/NaN gradients), else 0
 LOSS_SCALE: Final = "loss_scale"  # kind step: the GradScaler's scale in effect for the step's backward
+# kind step, on a step the GradScaler skipped: one row at the parameter nearest the output (first in backward
+# order) whose unscaled gradient holds NaN/Inf; the value is its number of non-finite entries
+FIRST_NONFINITE_GRAD: Final = "first_nonfinite_grad"
+B_SIMPLE: Final = "b_simple"  # kind noise: tr(Sigma) / |G|^2, the simple noise scale in examples
+GRAD_SQ_SMALL: Final = "grad_sq_small"  # kind noise: mean |G_small|^2 over the small batches (b_small examples)
+GRAD_SQ_BIG: Final = "grad_sq_big"  # kind noise: |G_big|^2 of the big batch (b_big examples)
+GRAD_SQ: Final = "grad_sq"  # kind noise: unbiased estimate of |G|^2, the true gradient's squared norm
+TRACE_SIGMA: Final = "trace_sigma"  # kind noise: unbiased estimate of tr(Sigma), per-example gradient noise
+B_SMALL: Final = "b_small"  # kind noise: examples behind each small-batch gradient
+B_BIG: Final = "b_big"  # kind noise: examples behind the big-batch gradient
+NOISE_STATS: Final = (B_SIMPLE, GRAD_SQ, TRACE_SIGMA, GRAD_SQ_SMALL, GRAD_SQ_BIG, B_SMALL, B_BIG)
+TOP_HESSIAN_EIG: Final = "top_hessian_eig"  # kind curvature: signed eigenvalue of largest magnitude
+POWER_ITERS: Final = "power_iters"  # kind curvature: Hessian-vector products the power iteration used
+HESSIAN_TENSOR: Final = "hessian"  # the tensor name of kind-curvature rows (layer "": the whole model)
+GRAD_SNR: Final = "grad_snr"  # kind snr: ||mean g_i||^2 / mean ||g_i - mean g_i||^2 over per-example gradients
+ACT_RMS: Final = "act_rms"  # kind coord: RMS of a module's output after `step` updates (coord_check.py)
+ACT_DELTA_RMS: Final = "act_delta_rms"  # kind coord: RMS of (output after `step` updates - output at init)
+UPD_RMS: Final = "upd_rms"  # kind coord: RMS of the entries of the weight update of `step`
 
 TENSOR_STATS: Final = (MEAN, MEAN_ABS, STD, NORM, MAX_ABS, ZERO_FRAC, NONFINITE, SUM_ABS_PER_SHAPE)
 DEFAULT_GRAD_STATS: Final = (MEAN, MEAN_ABS, STD, NORM, MAX_ABS, ZERO_FRAC, NONFINITE)

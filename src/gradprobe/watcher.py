@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradprobe.alerts import AlertCallback
 from gradprobe.errors import GradprobeError
 from gradprobe.probe import Probe
 from gradprobe.schedules import Schedule
@@ -37,7 +38,8 @@ def _show(probe: Probe) -> None:
 
 @contextmanager
 def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, every: int | Schedule | None = None,
-          budget: float = DEFAULT_BUDGET, print_diagnosis: bool = True, **probe_kwargs: Any) -> Iterator[Probe]:
+          budget: float = DEFAULT_BUDGET, print_diagnosis: bool = True, on_alert: AlertCallback | None = None,
+          **probe_kwargs: Any) -> Iterator[Probe]:
     """Attach a :class:`Probe` for the duration of a ``with`` block and print its diagnosis at exit.
 
     Example::
@@ -57,6 +59,8 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, e
         print_diagnosis: print the compact diagnosis (one line per layer, remedies once per verdict, 80
             columns) on stderr when the block ends (also after an exception, e.g. a NaN check or Ctrl-C,
             when at least one step was recorded); ``gradprobe.diagnose(probe).verbose()`` has the evidence.
+        on_alert: called with each live alert (a layer's verdict appeared or changed, see :mod:`gradprobe.alerts`);
+            it may raise ``gradprobe.StopTraining`` to end the loop. None: a ``GradprobeAlert`` warning.
         probe_kwargs: further :class:`Probe` arguments (``hist_every``, ``params``, ``modules``, ``options``, ``sink``).
 
     Yields:
@@ -66,7 +70,7 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, e
         GradprobeError: for a model or an option the probe rejects (at entry, before the loop runs).
     """
     cadence: dict[str, Any] = {"budget": budget} if every is None else {"every": every}
-    probe = Probe(model, optimizer, **cadence, **probe_kwargs)
+    probe = Probe(model, optimizer, on_alert=on_alert, **cadence, **probe_kwargs)
     try:
         yield probe
     finally:

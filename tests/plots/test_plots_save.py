@@ -45,6 +45,7 @@ def test_save_figures_circles_names(circles: list[Run], tmp_path: Path) -> None:
              "06-weight-stats", "07-grad-mean-std-loss", "08-unit-health",
              "09-decision-boundary"]
     stems += [f"10-hist-grad-{a}" for a in arms] + [f"11-hist-weight-{a}" for a in arms]
+    stems += [f"12-unit-death-{a}" for a in arms]
     _check_files(paths, stems, ("png",))
     assert all(s in CAPTIONS or s.rsplit("-", 1)[0] in CAPTIONS for s in stems)
 

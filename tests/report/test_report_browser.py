@@ -37,6 +37,8 @@ class Page:
         self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
         self.page.goto(path.as_uri())
+        self.page.wait_for_selector("#plot-flow .main-svg")  # the Diagnosis tab is shown on load
+        self.tab("series")
         self.page.wait_for_selector("#plot-series .main-svg")
 
     def traces(self, plot: str) -> list[dict[str, Any]]:
@@ -160,7 +162,7 @@ def test_user_strings_are_shown_literally_and_never_run(browser: Any, make_run, 
     layer = '"><img src=x onerror=alert(1)>'
     run = make_run(arm, arm, 0, layers=(layer, "layers.1"), config={"note": layer})
     page = Page(browser, write_html([run], tmp_path / "report.html"))
-    for tab in ("metrics", "heatmap", "hist", "runs", "series"):
+    for tab in ("diagnosis", "metrics", "heatmap", "hist", "runs", "series"):
         page.tab(tab)
     page.page.wait_for_timeout(200)
     assert page.dialogs == []

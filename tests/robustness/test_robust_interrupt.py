@@ -117,6 +117,7 @@ def test_killed_run_resumes_to_the_same_weights_and_records(tmp_path: Path) -> N
     pd.testing.assert_frame_equal(run.metrics().sort_values(metric_keys, ignore_index=True),
                                   ref.metrics().sort_values(metric_keys, ignore_index=True))
     assert run.summary["vanishing_factor"] == ref.summary["vanishing_factor"]
+    pd.testing.assert_frame_equal(run.units(), ref.units())  # continued from the checkpoint's per-unit snapshot
     assert not (run.path / "checkpoint.pt").exists()
 
 

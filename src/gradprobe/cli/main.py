@@ -9,6 +9,7 @@ from typing import NoReturn
 
 import typer
 
+from gradprobe.cli import coord as coord_cmd
 from gradprobe.cli import diagnose as diagnose_cmd
 from gradprobe.cli import report as report_cmd
 from gradprobe.cli import run as run_cmd
@@ -31,6 +32,7 @@ storecmd.register(app)
 sweep_cmd.register(app)
 theory_cmd.register(app)
 diagnose_cmd.register(app)
+coord_cmd.register(app)
 
 
 _SIGNAL_EXIT: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, as shells report it

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.text import Text
 
+from gradprobe.alerts import forward_alerts
 from gradprobe.cli.console import err, out, progress_bars
 from gradprobe.cli.format import json_number, num, pct, table
 from gradprobe.errors import GradprobeError
@@ -85,7 +87,8 @@ def _resume(run_id: str, store: str | None, as_json: bool, conflicts: dict[str, 
         raise GradprobeError(f"--resume: {run_id!r} cannot be combined with {', '.join(given)}; "
                              "a resumed run keeps its stored config")
     root = resolve_store(store)
-    with progress_bars() as bars:
+    with progress_bars() as bars, forward_alerts(lambda alert: bars.console.print(
+            Text.assemble(("alert ", "bold yellow"), alert.message))):
         task = bars.add_task(f"resume {run_id}", total=None)
         result = resume_run(run_id, root, lambda done, total: bars.update(task, completed=done, total=total))
     exp = Experiment(ExperimentConfig(name=result.config.experiment), [result.config])
@@ -155,7 +158,8 @@ def run(
         return
     root = resolve_store(store)
     reports: list[Callable[[Path], None]] = []  # each MLflow run takes the report as artifacts
-    with progress_bars() as bars:
+    with progress_bars() as bars, forward_alerts(lambda alert: bars.console.print(
+            Text.assemble(("alert ", "bold yellow"), alert.message))):  # a line above the bars per live alert
         def progress(cfg: RunConfig):  # one bar per run
             task = bars.add_task(f"{cfg.arm} s{cfg.seed}", total=None)
             return lambda done, total: bars.update(task, completed=done, total=total)

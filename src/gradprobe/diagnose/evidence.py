@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from gradprobe import records as R
-from gradprobe.diagnose.thresholds import Thresholds, tail
+from gradprobe.diagnose.thresholds import Thresholds, tail_len
 
 _KEY = ("kind", "stat", "layer", "tensor")
 
@@ -143,31 +143,35 @@ class Ratio:
 
 
 def ratio(num: pd.Series | None, den: pd.Series | None, t: Thresholds, fraction: float) -> Ratio | None:
-    """Median of ``num / den`` over the last ``fraction`` of the steps both have (>= ``t.min_window``)."""
+    """Median of ``num / den`` over the last ``fraction`` of the steps both have (>= ``t.min_window``).
+
+    Both series are indexed by step in ascending order (as :func:`build_frames` makes them); NumPy
+    throughout, since the live alerts evaluate this a few dozen times per flush.
+    """
     if num is None or den is None:
         return None
-    both = pd.concat([num.rename("n"), den.rename("d")], axis=1, join="inner")
-    both = both[np.isfinite(both["n"]) & np.isfinite(both["d"]) & (both["d"] > 0)]
-    if both.empty:
+    _, i, j = np.intersect1d(num.index.to_numpy(), den.index.to_numpy(), assume_unique=True, return_indices=True)
+    n, d = num.to_numpy(np.float64)[i], den.to_numpy(np.float64)[j]
+    keep = np.isfinite(n) & np.isfinite(d) & (d > 0)
+    n, d = n[keep], d[keep]
+    if not n.size:
         return None
-    per_step = both["n"] / both["d"]
-    index = list(both.index)
-    steps = tail(index, fraction, t.min_window)
-    n_state = len(tail(index, t.window_fraction, t.min_window))
-    return Ratio(float(np.median(per_step[steps])), float(np.median(both.loc[steps, "n"])),
-                 float(np.median(both.loc[steps, "d"])), len(steps), float(np.median(per_step[index[:n_state]])),
-                 float(np.median(per_step[index[-n_state:]])), n_state)
+    per_step = n / d
+    k, n_state = tail_len(n.size, fraction, t.min_window), tail_len(n.size, t.window_fraction, t.min_window)
+    return Ratio(float(np.median(per_step[-k:])), float(np.median(n[-k:])), float(np.median(d[-k:])), k,
+                 float(np.median(per_step[:n_state])), float(np.median(per_step[-n_state:])), n_state)
 
 
 def window_median(values: pd.Series | None, t: Thresholds, fraction: float | None = None) -> tuple[float, int] | None:
     """Median of the finite values over the last ``fraction`` of steps (default ``t.window_fraction``), and how many."""
     if values is None:
         return None
-    finite = values[np.isfinite(values)]
-    if finite.empty:
+    v = values.to_numpy(np.float64)
+    finite = v[np.isfinite(v)]
+    if not finite.size:
         return None
-    steps = tail(list(finite.index), t.window_fraction if fraction is None else fraction, t.min_window)
-    return float(np.median(finite[steps])), len(steps)
+    k = tail_len(finite.size, t.window_fraction if fraction is None else fraction, t.min_window)
+    return float(np.median(finite[-k:])), k
 
 
 def flow(frames: Frames, weight: str, t: Thresholds) -> tuple[Ratio | None, Ratio | None]:

@@ -104,10 +104,9 @@ def _check(name: str, value: float, lo: float, hi: float, allowed: str, closed: 
         raise GradprobeError(f"thresholds.{name}: {value!r} is not allowed; use {allowed}")
 
 
-def tail(steps: list[int], fraction: float, minimum: int) -> list[int]:
-    """The last ``max(minimum, ceil(fraction * n))`` of ``steps`` (all of them if there are fewer)."""
-    n = max(minimum, math.ceil(fraction * len(steps)))
-    return steps[-n:] if n < len(steps) else list(steps)
+def tail_len(n: int, fraction: float, minimum: int) -> int:
+    """How many of the last of ``n`` steps a window covers: ``max(minimum, ceil(fraction * n))``, at most ``n``."""
+    return min(n, max(minimum, math.ceil(fraction * n)))
 
 
-__all__ = ["Thresholds", "tail"]
+__all__ = ["Thresholds", "tail_len"]

@@ -19,6 +19,7 @@ import pandas as pd
 from torch import nn
 
 from gradprobe import records as R
+from gradprobe.alerts import AlertCallback
 from gradprobe.integrations.session import CALLBACK_BUDGET, ProbeSession, missing, scalar_metrics
 from gradprobe.schedules import Schedule
 
@@ -41,6 +42,8 @@ class GradprobeTrainerCallback(TrainerCallback):
         budget: the probe's largest share of wall time when ``every`` is None.
         store: run store directory (default ``$GRADPROBE_STORE`` or ``./gradprobe-runs``); False: no store.
         report: also write the run's ``report.html`` at the end of training.
+        on_alert: called with each live alert (:mod:`gradprobe.alerts`), after it is stored; None: a
+            ``GradprobeAlert`` warning. An exception it raises (``gradprobe.StopTraining``) ends the fit.
         session_kwargs: further :class:`ProbeSession` arguments (``run_id``, ``experiment``,
             ``hist_every``, ``params``, ``modules``, ``options``, ...).
 
@@ -52,9 +55,10 @@ class GradprobeTrainerCallback(TrainerCallback):
     """
 
     def __init__(self, every: int | Schedule | None = None, *, budget: float = CALLBACK_BUDGET,
-                 store: str | bool | None = None, report: bool = False, **session_kwargs: Any) -> None:
+                 store: str | bool | None = None, report: bool = False, on_alert: AlertCallback | None = None,
+                 **session_kwargs: Any) -> None:
         self.every, self.budget, self.store, self.report = every, budget, store, report
-        self.session_kwargs = session_kwargs
+        self.session_kwargs = {**session_kwargs, "on_alert": on_alert}
         self.session: ProbeSession | None = None
         self.diagnosis: Any = None  # the last train()'s Diagnosis (None before its end)
         self.run_id: str | None = None  # the last train()'s stored run (None without a store)

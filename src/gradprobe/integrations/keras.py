@@ -28,6 +28,7 @@ import pandas as pd
 from torch import nn
 
 from gradprobe import records as R
+from gradprobe.alerts import AlertCallback
 from gradprobe.errors import GradprobeError
 from gradprobe.integrations.session import CALLBACK_BUDGET, ProbeSession, missing
 from gradprobe.probe import Probe
@@ -103,6 +104,8 @@ class GradprobeKerasCallback(keras.callbacks.Callback):
         store: run store directory (default ``$GRADPROBE_STORE`` or ``./gradprobe-runs``); False: in memory.
         run_id: the stored run's id (default: a fresh one).
         report: also write ``report.html`` for the run when training ends.
+        on_alert: called with each live alert (:mod:`gradprobe.alerts`), after it is stored; None: a
+            ``GradprobeAlert`` warning. An exception it raises (``gradprobe.StopTraining``) ends the fit.
         probe_kwargs: further :class:`gradprobe.Probe` arguments (``hist_every``, ``params``, ``modules``),
             with Keras names (``params="dense_1.*"``).
 
@@ -115,13 +118,13 @@ class GradprobeKerasCallback(keras.callbacks.Callback):
 
     def __init__(self, *, every: int | Schedule | None = None, budget: float = CALLBACK_BUDGET,
                  store: str | Path | bool | None = None, run_id: str | None = None, report: bool = False,
-                 **probe_kwargs: Any) -> None:
+                 on_alert: AlertCallback | None = None, **probe_kwargs: Any) -> None:
         super().__init__()
         if keras.backend.backend() != "torch":
             raise GradprobeError(f"keras backend: {keras.backend.backend()!r}; gradprobe needs 'torch': set "
                                  "KERAS_BACKEND=torch before keras is imported")
         self._options: dict[str, Any] = dict(every=every, budget=budget, store=store, run_id=run_id, report=report,
-                                             **probe_kwargs)
+                                             on_alert=on_alert, **probe_kwargs)
         self.session: ProbeSession | None = None
         self.diagnosis: Any = None
         self._shadowed: list[tuple[Any, str]] = []

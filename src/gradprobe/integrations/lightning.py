@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from gradprobe import records as R
+from gradprobe.alerts import AlertCallback
 from gradprobe.errors import GradprobeError
 from gradprobe.integrations.session import CALLBACK_BUDGET, ProbeSession, missing, scalar_metrics
 from gradprobe.schedules import Schedule
@@ -44,6 +45,8 @@ class GradprobeCallback(pl.Callback):
             optimizers (e.g. a GAN's generator and discriminator under manual optimization) the
             probe steps with this one and records only the parameters it holds and the modules they
             belong to; add one callback per optimizer to watch each (one run each).
+        on_alert: called with each live alert (:mod:`gradprobe.alerts`), after it is stored; None: a
+            ``GradprobeAlert`` warning. An exception it raises (``gradprobe.StopTraining``) ends the fit.
         session_kwargs: further :class:`ProbeSession` arguments (``run_id``, ``experiment``,
             ``hist_every``, ``params``, ``modules``, ``options``, ...).
 
@@ -55,12 +58,12 @@ class GradprobeCallback(pl.Callback):
 
     def __init__(self, every: int | Schedule | None = None, *, budget: float = CALLBACK_BUDGET,
                  store: str | bool | None = None, report: bool = False, optimizer: int = 0,
-                 **session_kwargs: Any) -> None:
+                 on_alert: AlertCallback | None = None, **session_kwargs: Any) -> None:
         if not isinstance(optimizer, int) or optimizer < 0:
             raise GradprobeError(f"optimizer: {optimizer!r} is not an optimizer index; use an int >= 0")
         self.every, self.budget, self.store, self.report = every, budget, store, report
         self.optimizer_index = optimizer
-        self.session_kwargs = session_kwargs
+        self.session_kwargs = {**session_kwargs, "on_alert": on_alert}
         self.session: ProbeSession | None = None
         self.diagnosis: Any = None  # the last fit's Diagnosis (None before the end of a fit)
         self.run_id: str | None = None  # the last fit's stored run (None without a store)

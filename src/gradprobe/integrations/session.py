@@ -16,6 +16,7 @@ import pandas as pd
 from torch import nn
 
 from gradprobe import records as R
+from gradprobe.alerts import Alert, AlertCallback, alerts_frame, announce
 from gradprobe.errors import GradprobeError
 from gradprobe.probe import Probe
 from gradprobe.schedules import Schedule
@@ -23,6 +24,8 @@ from gradprobe.sinks.base import RunSink
 
 log = logging.getLogger(__name__)
 CALLBACK_BUDGET = 0.01  # the trainer callbacks' default cadence: at most 1% of the fit's wall time in the probe
+# Under torch.distributed a timed cadence would differ between ranks: the callbacks' default is then this fixed one.
+DISTRIBUTED_EVERY = 25
 StatsListener = Callable[[pd.DataFrame], None]  # e.g. a trainer's own logger, fed at every flush
 
 
@@ -48,7 +51,9 @@ class ProbeSession:
 
     Args:
         model: the module being trained (a LightningModule, a transformers model, a Keras model).
-        every: fixed record cadence; None records under ``budget`` (what :func:`gradprobe.watch` does).
+        every: fixed record cadence; None records under ``budget`` (what :func:`gradprobe.watch` does), or
+            every :data:`DISTRIBUTED_EVERY` steps under torch.distributed, where only rank 0 stores the run
+            and feeds the sinks (the statistics are of the whole job; see :mod:`gradprobe.distributed`).
         budget: the probe's largest share of wall time when ``every`` is None.
         store: run store directory (default ``$GRADPROBE_STORE`` or ``./gradprobe-runs``); False: keep in memory.
         run_id: the stored run's id (default: a fresh one from ``experiment``).
@@ -57,28 +62,38 @@ class ProbeSession:
         listeners: called with every flushed stats frame (a trainer's logger).
         sinks: RunSinks (MLflow, W&B, TensorBoard) fed every frame and metric, finished at :meth:`finish`.
         report: also write ``report.html`` for the run at :meth:`finish`.
+        on_alert: called with each live alert (:mod:`gradprobe.alerts`) after it is stored in the run's
+            ``alerts`` table; None: a ``GradprobeAlert`` warning.
         probe_kwargs: further :class:`Probe` arguments (``hist_every``, ``params``, ``modules``, ``scaler``, ...).
     """
 
     def __init__(self, model: nn.Module, *, every: int | Schedule | None = None, budget: float = CALLBACK_BUDGET,
                  store: str | Path | bool | None = None, run_id: str | None = None, experiment: str = "trainer",
                  config: dict[str, Any] | None = None, listeners: Sequence[StatsListener] = (),
-                 report: bool = False, sinks: Sequence[RunSink] = (), **probe_kwargs: Any) -> None:
+                 report: bool = False, sinks: Sequence[RunSink] = (), on_alert: AlertCallback | None = None,
+                 **probe_kwargs: Any) -> None:
         from gradprobe.store.layout import new_run_id
         from gradprobe.store.writer import RunWriter
         from gradprobe.train.env import environment
 
+        from gradprobe.distributed import current_world
+
+        world = current_world()
+        self.lead = world is None or world.rank == 0  # the rank that stores, reports and logs the diagnosis
         self.listeners = list(listeners)
-        self.sinks = list(sinks)
+        self.sinks = list(sinks) if self.lead else []
         self.report = report
         self.writer = None
-        if store is not False:
+        if store is not False and self.lead:
             device = str(next(model.parameters()).device) if any(True for _ in model.parameters()) else "cpu"
             self.writer = RunWriter(None if store is True else store, run_id or new_run_id(experiment, None, None),
                                     config=_jsonable(config or {}), env=environment(device),
                                     meta={"experiment": experiment, "integration": experiment})
+        if every is None and world is not None:
+            every = DISTRIBUTED_EVERY
         cadence: dict[str, Any] = {"budget": budget} if every is None else {"every": every}
-        self.probe = Probe(model, drive="manual", sink=self._sink, **cadence, **probe_kwargs)
+        self.on_alert = on_alert
+        self.probe = Probe(model, drive="manual", sink=self._sink, on_alert=self._alert, **cadence, **probe_kwargs)
         self.model = model
 
     @property
@@ -97,6 +112,11 @@ class ProbeSession:
                 sink.add_hists(hists)
         for listener in self.listeners:
             listener(stats)
+
+    def _alert(self, alert: Alert) -> None:
+        if self.writer is not None:
+            self.writer.add_alerts(alerts_frame([alert]))
+        (self.on_alert or announce)(alert)
 
     def before_update(self) -> None:
         """The step's gradients are final: record what is due."""
@@ -132,6 +152,8 @@ class ProbeSession:
         for sink in self.sinks:
             sink.finish(status, summary, error)
         result = None
+        if not self.lead:
+            return result
         try:
             result = diagnose(self.probe)
             log.warning("gradprobe diagnosis%s:\n%s", f" of run {self.run_id}" if self.run_id else "", result)
@@ -158,4 +180,4 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-__all__ = ["CALLBACK_BUDGET", "ProbeSession", "StatsListener", "missing", "scalar_metrics"]
+__all__ = ["CALLBACK_BUDGET", "DISTRIBUTED_EVERY", "ProbeSession", "StatsListener", "missing", "scalar_metrics"]

@@ -31,8 +31,10 @@ _DPI = 130
 CAPTIONS: dict[str, str] = {
     "01-loss-accuracy": "Loss and accuracy of every arm over training.",
     "02-grad-over-time": "Mean |dL/dW| of each weight matrix over training, one panel per arm.",
-    "03-gradient-flow": "Mean |dL/dW| against depth at the start, middle and end of training: "
-                        "a line falling towards the input is a vanishing gradient.",
+    "03-gradient-flow": "Mean |dL/dW| (solid) and mean |dL/dz| of each weight matrix's output (dashed) "
+                        "against depth at the start, middle and end of training, with the mean-field "
+                        "prediction at initialisation (dotted): a line falling towards the input is a "
+                        "vanishing gradient.",
     "04-grad-heatmap": "log10 mean |dL/dW| per layer and step, one colour scale for all arms.",
     "05-grad-sum-abs-per-shape": "CS231n's magnitude heuristic sum|dL/dW| / sum(shape) per layer, "
                                  "of the data-loss gradient (before the L2 term), as CS231n records it.",
@@ -42,6 +44,14 @@ CAPTIONS: dict[str, str] = {
     "09-decision-boundary": "Predicted class over the input plane with the data points.",
     "10-hist-grad": "Gradient histograms of each weight matrix over time (one file per arm).",
     "11-hist-weight": "Weight histograms of each weight matrix over time (one file per arm).",
+    "12-unit-death": "When units died: per unit, alive / dead at times / dead on the recorded steps (layers of "
+                     "<= 256 units), else a histogram of the step each dead unit has been dead since; "
+                     "saturating layers: the fraction of recorded steps each unit spent near an asymptote.",
+    "13-second-order": "Sharpness (top Hessian eigenvalue of the loss) and per-example gradient "
+                       "signal-to-noise of each weight matrix over training.",
+    "14-coord-check": "Width-scaling check: activation and update scale per layer against width "
+                      "(log-log); flat lines mean the parametrisation transfers across widths.",
+    "15-loss-scale": "GradScaler loss scale over training (log2), steps skipped for NaN/Inf gradients marked.",
     "01-activation-curves": "Each activation with its tangent at a point, beside its derivative.",
     "02-activation-overlay": "The activations and their derivatives on common axes.",
     "03-derivative-decay": "Running product of n derivative factors: the gradient's decay "
@@ -78,6 +88,11 @@ def _steps(runs: Sequence[Run], kind: str, stats: list[str], tensor: str = "weig
 def _ridges(run: Run, kind: str) -> Builder:
     """A builder of one run's histogram ridges (binds the loop variables now)."""
     return lambda: plots.histogram_ridges(run, kind=kind)
+
+
+def _unit_death(run: Run, arm: str) -> Builder:
+    """A builder of one run's unit-death figure (binds the loop variables now)."""
+    return lambda: plots.unit_death(run.units(), f"arm {arm}")
 
 
 def _plan(runs: Sequence[Run]) -> list[tuple[str, Builder]]:
@@ -119,6 +134,15 @@ def _plan(runs: Sequence[Run]) -> list[tuple[str, Builder]]:
             has = bool(((hists["kind"] == kind) & (hists["tensor"] == "weight")).any())
             add(f"{number}-hist-{kind}-{_slug(arm)}", has, _ridges(group[0], kind),
                 "no histograms")
+    for arm, group in groups.items():
+        add(f"12-unit-death-{_slug(arm)}", not group[0].units().empty, _unit_death(group[0], arm),
+            "no per-unit records")
+    add("13-second-order", any(not r.frame(kind=[R.CURVATURE, R.SNR]).empty for r in runs),
+        lambda: plots.second_order(runs), "record.sharpness_every and record.snr_every off")
+    add("14-coord-check", any(not r.frame(kind=R.COORD).empty for r in runs),
+        lambda: plots.coord_check(runs), "not a coord-check run")
+    add("15-loss-scale", _steps(runs, R.STEP, [R.LOSS_SCALE], R.STEP_TENSOR) > 0,
+        lambda: plots.loss_scale(runs), "no GradScaler records")
     if skipped:
         _log.info("figures skipped: %s", "; ".join(skipped))
     return plan

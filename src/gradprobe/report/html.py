@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -21,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gradprobe.report.diagnosis import alert_data, diagnosis_data, flow_data
+from gradprobe.report.numbers import json_numbers
 from gradprobe.store.atomic import atomic_write_bytes
 from gradprobe.store.reader import Run
 
@@ -60,12 +61,6 @@ def _pick(n: int, most: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, most).round().astype(np.int64))
 
 
-def _numbers(values: np.ndarray, dtype: type = np.float32) -> list[float | None]:
-    """Return values as shortest round-trip decimals of ``dtype``; NaN/Inf become None (a gap)."""
-    text = np.asarray(values, dtype).astype(str)  # shortest repr that reads back exactly
-    return [float(t) if math.isfinite(v) else None for t, v in zip(text, np.asarray(values))]
-
-
 def _series(frame: pd.DataFrame, max_points: int) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """Return ``stats[kind][stat][layer] = [steps, values]``, layer order per kind, and a cut flag."""
     stats: dict[str, Any] = {}
@@ -77,7 +72,7 @@ def _series(frame: pd.DataFrame, max_points: int) -> tuple[dict[str, Any], dict[
         cut |= len(keep) < len(group)
         steps = group["step"].to_numpy()[keep]
         stats.setdefault(kind, {}).setdefault(stat, {})[key] = [
-            steps.tolist(), _numbers(group["value"].to_numpy()[keep])
+            steps.tolist(), json_numbers(group["value"].to_numpy()[keep])
         ]
         if key not in layers.setdefault(kind, []):
             layers[kind].append(key)
@@ -99,7 +94,7 @@ def _hists(frame: pd.DataFrame) -> dict[str, Any]:
         rows = rows[[e is not None and bool(np.isfinite(e).all()) for e in rows["edges"]]]
         out.setdefault(kind, {})[key] = {
             "steps": rows["step"].tolist(),
-            "edges": [_numbers(e) for e in rows["edges"]],
+            "edges": [json_numbers(e) for e in rows["edges"]],
             "counts": [np.asarray(c).tolist() for c in rows["counts"]],
         }
     return out
@@ -110,7 +105,7 @@ def _metrics(frame: pd.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for (split, metric), group in frame.groupby(["split", "metric"], sort=False):
         values = group["value"].to_numpy()
-        out[f"{split}/{metric}"] = [group["step"].tolist(), _numbers(values, np.float64)]
+        out[f"{split}/{metric}"] = [group["step"].tolist(), json_numbers(values, np.float64)]
     return out
 
 
@@ -135,8 +130,9 @@ def page_data(runs: Sequence[Run], max_points: int = MAX_POINTS) -> dict[str, An
 
     Returns:
         ``{"title", "notes", "runs": [{id, label, experiment, arm, seed, status, config, env,
-        summary, stats, layers, metrics, hists}]}``; ``stats[kind][stat][layer]`` is
-        ``[steps, values]`` with None for non-finite values.
+        summary, stats, layers, metrics, hists, diagnosis, flow, alerts}]}``;
+        ``stats[kind][stat][layer]`` is ``[steps, values]`` with None for non-finite values;
+        ``diagnosis``, ``flow`` and ``alerts`` are :mod:`gradprobe.report.diagnosis`'s.
     """
     out_runs: list[dict[str, Any]] = []
     cut: list[str] = []
@@ -152,6 +148,7 @@ def page_data(runs: Sequence[Run], max_points: int = MAX_POINTS) -> dict[str, An
             "summary": _flat(run.summary) + ([["error", run.error]] if run.error else []),
             "stats": stats, "layers": layers,
             "metrics": _metrics(run.metrics()), "hists": _hists(run.hists()),
+            "diagnosis": diagnosis_data(run), "flow": flow_data(run), "alerts": alert_data(run),
         })
     notes = ["Gaps in a curve are non-finite values (NaN or Inf)."]
     if cut:

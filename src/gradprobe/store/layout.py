@@ -10,8 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-import pyarrow as pa
-
 from gradprobe.errors import GradprobeError
 from gradprobe.records import HIST_COLUMNS, METRIC_COLUMNS, STAT_COLUMNS
 
@@ -23,63 +21,36 @@ CHECKPOINT: Final = "checkpoint.pt"
 MODEL: Final = "model.pt"
 BOUNDARY: Final = "boundary.npz"  # decision-boundary grid of a run on 2-D data
 TMP_PREFIX: Final = ".tmp-"
-PART_KINDS: Final = ("stats", "metrics", "hists")
+PART_KINDS: Final = ("stats", "metrics", "hists", "alerts", "units")
 
-# Arrow schemas of the part files. Stat values are float32 (about 7 significant digits;
-# magnitudes beyond 3.4e38 become inf) and steps int32; metric values stay float64 (few, compared
-# exactly). Every part carries its ``run_id`` (dictionary-encoded, nearly free) so SQL can join.
+# Every part carries its ``run_id`` column so SQL can join; the Arrow schemas are in store/schemas.py
+# (pyarrow is imported only where parts are read or written, not to list runs).
 RUN_ID: Final = "run_id"
-_TEXT = pa.string()
-SCHEMAS: Final = {
-    "stats": pa.schema(
-        [
-            ("step", pa.int32()),
-            ("layer", _TEXT),
-            ("tensor", _TEXT),
-            ("kind", _TEXT),
-            ("stat", _TEXT),
-            ("value", pa.float32()),
-            (RUN_ID, _TEXT),
-        ]
-    ),
-    "metrics": pa.schema(
-        [
-            ("step", pa.int32()),
-            ("epoch", pa.int32()),
-            ("split", _TEXT),
-            ("metric", _TEXT),
-            ("value", pa.float64()),
-            (RUN_ID, _TEXT),
-        ]
-    ),
-    "hists": pa.schema(
-        [
-            ("step", pa.int32()),
-            ("layer", _TEXT),
-            ("tensor", _TEXT),
-            ("kind", _TEXT),
-            ("edges", pa.list_(pa.float32())),
-            ("counts", pa.list_(pa.int64())),
-            (RUN_ID, _TEXT),
-        ]
-    ),
-}
-COLUMNS: Final = {"stats": STAT_COLUMNS, "metrics": METRIC_COLUMNS, "hists": HIST_COLUMNS}
+# Live alerts (gradprobe.alerts): when a layer's verdict appeared or changed; value is the key number.
+ALERT_COLUMNS: Final = ("step", "layer", "verdict", "previous", "message", "value")
+# Per-unit death and saturation (gradprobe.units), one row per unit, a whole snapshot per part: the last part wins.
+UNIT_COLUMNS: Final = ("layer", "unit", "last_fired", "dead_since", "first_dead", "saturated_frac",
+                       "observed_steps", "last_observed")
+COLUMNS: Final = {"stats": STAT_COLUMNS, "metrics": METRIC_COLUMNS, "hists": HIST_COLUMNS, "alerts": ALERT_COLUMNS,
+                  "units": UNIT_COLUMNS}
 # Parquet encodings: dictionary for repetitive columns, byte-stream-split for float values.
 DICTIONARY: Final = {
     "stats": ("step", "layer", "tensor", "kind", "stat", RUN_ID),
     "metrics": ("step", "epoch", "split", "metric", RUN_ID),
     "hists": ("step", "layer", "tensor", "kind", RUN_ID),
+    "alerts": ("layer", "verdict", "previous", RUN_ID),
+    "units": ("layer", RUN_ID),
 }
-BYTE_STREAM_SPLIT: Final = {"stats": ("value",), "metrics": ("value",), "hists": ()}
+BYTE_STREAM_SPLIT: Final = {"stats": ("value",), "metrics": ("value",), "hists": (), "alerts": (), "units": ()}
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _BAD_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-_PART = re.compile(r"(stats|metrics|hists)-(\d{6,})\.parquet")
+_PART = re.compile(r"(stats|metrics|hists|alerts|units)-(\d{6,})\.parquet")
 # Longest experiment/arm/seed parts kept in a generated id: 48 + 32 + 13 + stamp + suffix <= 128.
 _LIMITS: Final = (48, 32, 12)
 
 __all__ = [
+    "ALERT_COLUMNS",
     "BOUNDARY",
     "BYTE_STREAM_SPLIT",
     "CHECKPOINT",
@@ -92,8 +63,8 @@ __all__ = [
     "RUNS_DIR",
     "RUN_ID",
     "RUN_JSON",
-    "SCHEMAS",
     "TMP_PREFIX",
+    "UNIT_COLUMNS",
     "checkpoint_path",
     "is_valid_run_id",
     "new_run_id",

@@ -1,19 +1,19 @@
-"""Read runs back: ``load_run`` -> ``Run`` with tidy frames, ``list_runs`` for a table of runs."""
+"""Read runs back: ``load_run`` -> ``Run`` with tidy frames, ``list_runs`` for a table of runs.
+
+Only the stdlib is imported at module level: listing runs (``run_rows``) reads ``run.json`` files
+alone, and pyarrow, NumPy and pandas are imported where parts are read or frames built, so the
+commands that only look at a store start fast.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from gradprobe.errors import GradprobeError
 from gradprobe.records import KINDS
@@ -21,12 +21,15 @@ from gradprobe.store.layout import (
     COLUMNS,
     RUN_ID,
     RUN_JSON,
-    SCHEMAS,
     parse_part_name,
     resolve_store,
     run_ids,
     validate_run_id,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 _log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ __all__ = [
     "load_run",
     "part_files",
     "read_run_docs",
+    "run_rows",
     "runs_frame",
 ]
 
@@ -57,12 +61,23 @@ def _read_doc(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _isin(column: str, wanted: Selector) -> pc.Expression | None:
-    """Return a filter ``column in wanted`` (a single string counts as one value)."""
+def _mask(table: pa.Table, column: str, wanted: Selector) -> pa.ChunkedArray | None:
+    """Return the rows of ``table`` whose ``column`` is in ``wanted`` (one string counts as one value).
+
+    The values are compared as scalars taken from the column itself: converting Python values
+    to Arrow (``pa.array``, ``pa.scalar``) would import pandas.
+    """
     if wanted is None:
         return None
-    values = [wanted] if isinstance(wanted, str) else list(wanted)
-    return pc.field(column).isin(values)
+    import pyarrow.compute as pc
+
+    values = {wanted} if isinstance(wanted, str) else set(wanted)
+    present = pc.unique(table[column])
+    mask = pc.is_null(table[column])  # all false: the columns hold no nulls
+    for i, value in enumerate(present.to_pylist()):
+        if value in values:
+            mask = pc.or_(mask, pc.equal(table[column], present[i]))
+    return mask
 
 
 def part_files(path: Path, kind: str) -> list[Path]:
@@ -105,19 +120,44 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({self.run_id!r}, status={self.status!r})"
 
-    def _read(self, kind: str, filters: pc.Expression | None = None) -> pd.DataFrame:
-        """Read every part of ``kind`` as one frame in the record columns, stably sorted by step."""
+    def table(
+        self, kind: str, stat: Selector = None, layer: Selector = None, record_kind: Selector = None
+    ) -> pa.Table:
+        """Return every part of ``kind`` (stats/metrics/hists) as one Arrow table, stably sorted by step.
+
+        ``stat``, ``layer`` and ``record_kind`` (the ``kind`` column of stats and hists) keep only
+        the rows whose column is among the given values. No pandas: ``gradprobe show`` reads this.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
         columns = list(COLUMNS[kind])
-        tables = [
-            pq.read_table(p, columns=columns, filters=filters) for p in part_files(self.path, kind)
-        ]
+        # ParquetFile.read, not read_table: read_table's dataset layer imports pandas.
+        tables = [pq.ParquetFile(p).read(columns=columns) for p in part_files(self.path, kind)]
         if tables:
             table = pa.concat_tables(tables)
         else:
+            from gradprobe.store.schemas import SCHEMAS
+
             table = SCHEMAS[kind].remove(SCHEMAS[kind].get_field_index(RUN_ID)).empty_table()
-        frame = table.to_pandas()
+        keep = None
+        for column, wanted in (("kind", record_kind), ("stat", stat), ("layer", layer)):
+            mask = _mask(table, column, wanted)
+            if mask is not None:
+                keep = mask if keep is None else pc.and_(keep, mask)
+        if keep is not None:
+            table = table.filter(keep)
+        return table.take(pc.sort_indices(table, [("step", "ascending")]))  # a stable sort
+
+    def _read(self, kind: str, stat: Selector = None, layer: Selector = None,
+              record_kind: Selector = None) -> pd.DataFrame:
+        """Read every part of ``kind`` as one frame in the record columns, stably sorted by step."""
+        import numpy as np
+
+        frame = self.table(kind, stat, layer, record_kind).to_pandas()
         frame["step"] = frame["step"].astype(np.int64)
-        return frame.sort_values("step", kind="stable", ignore_index=True)
+        return frame
 
     def frame(
         self, kind: Selector = None, stat: Selector = None, layer: Selector = None
@@ -141,18 +181,14 @@ class Run:
                 raise GradprobeError(
                     f"kind: {k!r} is not a record kind; use one of {', '.join(KINDS)}"
                 )
-        filters = None
-        for expr in (_isin("kind", kind), _isin("stat", stat), _isin("layer", layer)):
-            if expr is not None:
-                filters = expr if filters is None else filters & expr
-        frame = self._read("stats", filters)
-        frame["value"] = frame["value"].astype(np.float64)
+        frame = self._read("stats", stat, layer, kind)
+        frame["value"] = frame["value"].astype("float64")
         return frame
 
     def metrics(self) -> pd.DataFrame:
         """Return the metrics as METRIC_COLUMNS (step, epoch int64; value float64) by step."""
         frame = self._read("metrics")
-        frame["epoch"] = frame["epoch"].astype(np.int64)
+        frame["epoch"] = frame["epoch"].astype("int64")
         return frame
 
     def hists(self) -> pd.DataFrame:
@@ -161,10 +197,36 @@ class Run:
         Returns:
             Frame sorted by step; ``edges`` float64 arrays (n + 1,), ``counts`` int64 arrays (n,).
         """
+        import numpy as np
+
         frame = self._read("hists")
         frame["edges"] = [None if e is None else np.asarray(e, np.float64) for e in frame["edges"]]
         frame["counts"] = [None if c is None else np.asarray(c, np.int64) for c in frame["counts"]]
         return frame
+
+
+    def alerts(self) -> pd.DataFrame:
+        """Return the live alerts as ALERT_COLUMNS (step int64, ..., value float64) by step; empty if none.
+
+        Runs stored before alerts existed, or without any, have none.
+        """
+        return self._read("alerts")
+
+    def units(self) -> pd.DataFrame:
+        """Per-unit death and saturation (UNIT_COLUMNS, see :mod:`gradprobe.units`): the last snapshot written.
+
+        Steps are int64 with -1 for none and <NA> where the unit's family has no dead region; empty if none.
+        """
+        import pyarrow.parquet as pq
+
+        from gradprobe.store.schemas import SCHEMAS
+
+        last = part_files(self.path, "units")[-1:]  # each part is a whole snapshot
+        table = pq.ParquetFile(last[0]).read(columns=list(COLUMNS["units"])) if last else SCHEMAS["units"].remove(
+            SCHEMAS["units"].get_field_index(RUN_ID)).empty_table()
+        frame = table.to_pandas()
+        ints = ["unit", "last_fired", "dead_since", "first_dead", "observed_steps", "last_observed"]
+        return frame.astype({c: "Int64" for c in ints} | {"saturated_frac": "float64"})
 
 
 def _not_found(run_id: str, root: Path) -> GradprobeError:
@@ -230,11 +292,25 @@ def read_run_docs(store: str | os.PathLike[str] | None = None) -> list[tuple[str
     return docs
 
 
-def _seed_column(seeds: pd.Series) -> pd.Series:
-    """Return seeds as nullable Int64; anything that is not a whole number becomes NA."""
-    numbers = pd.to_numeric(seeds, errors="coerce").astype("float64")
-    numbers = numbers.where(numbers.notna() & (numbers % 1 == 0))
-    return numbers.astype("Int64")
+def _whole_number(value: Any) -> int | None:
+    """Return a seed as an int; anything that is not a whole number (or the text of one) is None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) and number % 1 == 0 else None
+
+
+def run_rows(docs: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Return the ``list_runs`` rows of ``(run_id, run.json)`` pairs as dicts, sorted by created then id.
+
+    ``seed`` is an int or None; nested summary dicts are flattened with dots; a summary key
+    that a run lacks is absent from its dict. No pandas: ``gradprobe ls`` prints these.
+    """
+    rows = [_run_row(run_id, doc) for run_id, doc in docs]
+    for row in rows:
+        row["seed"] = _whole_number(row["seed"])
+    return sorted(rows, key=lambda r: ("" if r["created"] is None else str(r["created"]), r["run_id"]))
 
 
 def list_runs(store: str | os.PathLike[str] | None = None) -> pd.DataFrame:
@@ -247,11 +323,11 @@ def list_runs(store: str | os.PathLike[str] | None = None) -> pd.DataFrame:
 
 def runs_frame(docs: list[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
     """Return the ``list_runs`` table of ``(run_id, run.json)`` pairs."""
-    rows = [_run_row(run_id, doc) for run_id, doc in docs]
+    import pandas as pd
+
+    rows = run_rows(docs)
     frame = pd.DataFrame(rows, columns=None if rows else list(RUN_COLUMNS))
     summary_cols = sorted(c for c in frame.columns if c not in RUN_COLUMNS)
     frame = frame.reindex(columns=[*RUN_COLUMNS, *summary_cols])
-    frame["seed"] = _seed_column(frame["seed"])
-    frame["_created"] = frame["created"].astype("string").fillna("")
-    frame = frame.sort_values(["_created", "run_id"], kind="stable", ignore_index=True)
-    return frame.drop(columns="_created")
+    frame["seed"] = pd.array([r["seed"] for r in rows], dtype="Int64")
+    return frame

@@ -27,7 +27,6 @@ from gradprobe.store.layout import (
     PART_KINDS,
     RUN_ID,
     RUN_JSON,
-    SCHEMAS,
     TMP_PREFIX,
     parse_part_name,
     part_name,
@@ -35,6 +34,7 @@ from gradprobe.store.layout import (
     run_dir,
     validate_run_id,
 )
+from gradprobe.store.schemas import SCHEMAS
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -222,6 +222,15 @@ class RunWriter:
     def add_hists(self, df: pd.DataFrame) -> None:
         """Buffer a frame with exactly the HIST_COLUMNS (edges, counts: one array per row)."""
         self._add("hists", df)
+
+    def add_alerts(self, df: pd.DataFrame) -> None:
+        """Buffer a frame with exactly the ALERT_COLUMNS (``gradprobe.alerts.alerts_frame``)."""
+        self._add("alerts", df)
+
+    def add_units(self, df: pd.DataFrame) -> None:
+        """Replace the buffered per-unit snapshot with ``df`` (UNIT_COLUMNS, ``gradprobe.units``); last part wins."""
+        table = to_table("units", df, self.run_id)
+        self._buffers["units"], self._rows["units"] = [table], table.num_rows
 
     def _flush_kind(self, kind: str) -> None:
         if not self._buffers[kind]:

@@ -93,6 +93,9 @@ class RecordConfig(_Strict):
     weight_stats: list[str] | None = None
     activation_stats: list[str] | None = None
     delta_stats: list[str] | None = None
+    nan_guard: bool = False  # name the module that produced the first NaN/Inf (run summary "nan_culprit")
+    sharpness_every: int | None = Field(None, ge=1)  # steps between top Hessian eigenvalues; None: never
+    snr_every: int | None = Field(None, ge=1)  # steps between per-parameter gradient SNRs; None: never
 
     @field_validator("every", "hist_every")
     @classmethod

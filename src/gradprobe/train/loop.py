@@ -13,12 +13,14 @@ import pandas as pd
 import torch
 
 from gradprobe import records as R
+from gradprobe.alerts import Alert, AlertCallback, alerts_frame
 from gradprobe.data.datasets import Dataset
 from gradprobe.diagnose.factors import median_factor, vanishing_factor
 from gradprobe.probe import Probe
 from gradprobe.sinks.base import RunSink  # re-exported: the interface lives in gradprobe.sinks
 from gradprobe.store.artifacts import count_parts, remove_checkpoint
 from gradprobe.store.layout import CHECKPOINT
+from gradprobe.store.reader import Run
 from gradprobe.store.writer import RunWriter
 from gradprobe.train import setup
 from gradprobe.train.checkpoint import Checkpoint, checkpoint_cadence, save_checkpoint
@@ -53,12 +55,17 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool, device: str) -> to
 
 
 class Trainer:
-    """Trains one RunConfig on a Dataset with a Probe attached, evaluating on a cadence."""
+    """Trains one RunConfig on a Dataset with a Probe attached, evaluating on a cadence.
+
+    Live alerts go to the writer's ``alerts`` table, then to ``on_alert`` (besides the ``gradprobe.alerts``
+    log, which ``gradprobe run`` prints above its progress bars); no ``GradprobeAlert`` warning.
+    """
 
     def __init__(self, cfg: RunConfig, data: Dataset, writer: RunWriter | None = None,
                  progress: Progress | None = None, sinks: Sequence[RunSink] = (),
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter, on_alert: AlertCallback | None = None) -> None:
         self.cfg, self.data, self.writer, self.progress, self.clock = cfg, data, writer, progress, clock
+        self.on_alert = on_alert
         self.sinks: list[RunSink] = ([writer] if writer is not None else []) + list(sinks)
         self.loss = setup.loss_kind(cfg, data)
         self.model = setup.build_model(cfg, data, self.loss)
@@ -76,6 +83,12 @@ class Trainer:
             sink.add_stats(stats)
             if len(hists):
                 sink.add_hists(hists)
+
+    def _alert(self, alert: Alert) -> None:
+        if self.writer is not None:
+            self.writer.add_alerts(alerts_frame([alert]))
+        if self.on_alert is not None:
+            self.on_alert(alert)
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict[str, float]:
@@ -140,6 +153,7 @@ class Trainer:
         """Flush every record made so far, then save the state to continue from this step."""
         assert self.writer is not None
         probe.flush()
+        self.writer.add_units(probe.units())
         self.writer.flush()
         ckpt = Checkpoint(self.step, self.model.state_dict(), self.optimizer.state_dict(),
                           [list(row) for row in self._metrics], count_parts(self.writer.path),
@@ -163,9 +177,12 @@ class Trainer:
         probe = Probe(self.model, self.optimizer, every=plan.recording(record.every),
                       hist_every=plan.recording(record.hist_every),
                       params=record.params, modules=record.modules, options=setup.probe_options(record),
-                      sink=self._sink)
+                      sink=self._sink, nan_guard=record.nan_guard, sharpness_every=record.sharpness_every,
+                      snr_every=record.snr_every, on_alert=self._alert)
         probe.first_nonfinite = first_nonfinite
         probe.resume_at(self.step)
+        if self.writer is not None and self.step > 0:  # resumed: the units snapshot of the checkpoint
+            probe.resume_units(Run(self.writer.path).units())
         return probe
 
     def run(self) -> RunResult:
@@ -196,6 +213,7 @@ class Trainer:
                 order = epoch_order(n, cfg.seed, epoch, cfg.train.shuffle, cfg.device)
                 for b in range(offset, plan.steps_per_epoch):
                     idx = order[b * batch:(b + 1) * batch]
+                    probe.second_order(lambda out, y: setup.objective(out, y, self.loss), (x_all[idx], y_all[idx]))
                     counters["last_loss"] = self._train_step(x_all[idx], y_all[idx])
                     self.step += 1
                     if not math.isfinite(counters["last_loss"]):
@@ -218,11 +236,13 @@ class Trainer:
         counters["seconds"] += self.clock() - start
         summary = run_summary(frame, self.model.weight_layers(), before, after,
                            {**counters, "steps": self.step, "first_nonfinite": probe.first_nonfinite,
-                            "structure": probe.structure},
+                            "structure": probe.structure, "probe_cost": probe.cost,
+                            "nan_culprit": probe.nan_culprit.as_dict() if probe.nan_culprit else None},
                            frozen_layers(self.model))
         status = R.DIVERGED if counters["nonfinite_steps"] or probe.first_nonfinite else R.FINISHED
         if self.writer is not None:
             save_outputs(self.writer.path, self.model, self.data)
+            self.writer.add_units(probe.units())  # the per-unit snapshot of the whole run
         for sink in self.sinks:
             sink.finish(status, summary)
         if self.writer is not None:  # the run is complete: nothing left to resume
@@ -271,6 +291,8 @@ def run_summary(frame: pd.DataFrame, weights: list[str], before: dict[str, float
         "seconds": round(counters["seconds"], 3),
         "last_batch_loss": counters["last_loss"],
         "first_nonfinite": counters["first_nonfinite"],
+        "nan_culprit": counters.get("nan_culprit"),  # with record.nan_guard: the module that produced the first NaN
+        "probe_cost": counters.get("probe_cost"),  # {budget, overhead, recorded_steps, steps}: see Probe.cost
         "nonfinite_steps": counters["nonfinite_steps"],
         "first_nonfinite_loss_step": counters["first_nonfinite_loss_step"],
     }
