@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -26,27 +25,18 @@ from gradprobe.blocks import Block
 from gradprobe.errors import GradprobeError
 from gradprobe.nan_guard import suspended_forward_hooks
 from gradprobe.probe_options import split_name
-from gradprobe.quantities.base import Inputs, Quantity
 from gradprobe.quantities.curvature import LossFn, top_hessian_eigenvalue
 from gradprobe.quantities.noise import gradient_snr
+from gradprobe.quantities.step_stats import StepStats
 from gradprobe.schedules import Schedule, as_schedule
 
 
-class HostValues(Quantity):
+class HostValues(StepStats):
     """Numbers already computed (on the host), carried through the probe's records as they are."""
 
     def __init__(self, kind: str, stats: tuple[str, ...]) -> None:
         self.kind, self.available = kind, stats
         super().__init__(stats)
-
-    def raw(self, inputs: Inputs) -> torch.Tensor:
-        return inputs.value
-
-    def meta(self, inputs: Inputs) -> tuple[float, ...]:
-        return ()
-
-    def finalize(self, raw: np.ndarray, meta: np.ndarray, stats: tuple[str, ...]) -> np.ndarray:
-        return raw[:, [self.available.index(s) for s in stats]]
 
 
 class SecondOrder:

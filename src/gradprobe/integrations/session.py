@@ -72,11 +72,10 @@ class ProbeSession:
                  config: dict[str, Any] | None = None, listeners: Sequence[StatsListener] = (),
                  report: bool = False, sinks: Sequence[RunSink] = (), on_alert: AlertCallback | None = None,
                  **probe_kwargs: Any) -> None:
+        from gradprobe.distributed import current_world
         from gradprobe.store.layout import new_run_id
         from gradprobe.store.writer import RunWriter
         from gradprobe.train.env import environment
-
-        from gradprobe.distributed import current_world
 
         world = current_world()
         self.lead = world is None or world.rank == 0  # the rank that stores, reports and logs the diagnosis

@@ -3,11 +3,13 @@
 The page needs no network: plotly.js comes from the installed ``plotly`` package and the data sit
 in a ``<script type="application/json">`` block whose ``<``, ``>`` and ``&`` are escaped, so no
 user-provided name (run, arm, layer, config value) can end the block or become markup. The page
-script builds every text node with ``textContent``.
+script builds every text node with ``textContent``. The PNG figures written beside the page sit in
+its Figures tab as ``data:`` URIs under their ``html.escape``-d file stems.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import logging
@@ -34,7 +36,7 @@ REPORT_HTML = "report.html"
 MAX_POINTS = 2000  # longest series drawn; longer ones are shown at this many evenly spaced steps
 MAX_HIST_STEPS = 200  # most histogram snapshots per tensor kept in the page
 _TEMPLATE = Path(__file__).with_name("templates") / "report.html.tmpl"
-_PLACEHOLDER = re.compile(r"\{\{(TITLE|PLOTLYJS|DATA)\}\}")
+_PLACEHOLDER = re.compile(r"\{\{(TITLE|PLOTLYJS|DATA|FIGURES)\}\}")
 
 
 def _text(value: Any) -> str:
@@ -165,30 +167,41 @@ def _script_json(data: Any) -> str:
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
-def render_html(runs: Sequence[Run], max_points: int = MAX_POINTS) -> str:
-    """Return the complete report page for ``runs`` (plotly.js inlined, ~5 MB)."""
+def _figures_html(figures: Sequence[Path]) -> str:
+    """Return the Figures tab's body: each PNG inline (the page stays one file) under its stem."""
+    if not figures:
+        return '<p class="empty">No figures: this page was written without them.</p>'
+    return "\n".join(
+        f'<figure><figcaption>{html.escape(path.stem)}</figcaption><img alt="{html.escape(path.stem)}" '
+        f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode("ascii")}"></figure>'
+        for path in figures)
+
+
+def render_html(runs: Sequence[Run], max_points: int = MAX_POINTS, figures: Sequence[Path] = ()) -> str:
+    """Return the complete report page for ``runs`` (plotly.js inlined, ~5 MB), PNG ``figures`` embedded."""
     import plotly.offline
 
     data = page_data(runs, max_points)
     values = {"TITLE": html.escape(data["title"]), "DATA": _script_json(data),
-              "PLOTLYJS": plotly.offline.get_plotlyjs()}
+              "PLOTLYJS": plotly.offline.get_plotlyjs(), "FIGURES": _figures_html(figures)}
     template = _TEMPLATE.read_text(encoding="utf-8")
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)  # one pass: no re-expansion
 
 
 def write_html(
-    runs: Sequence[Run], path: str | os.PathLike[str], max_points: int = MAX_POINTS
+    runs: Sequence[Run], path: str | os.PathLike[str], max_points: int = MAX_POINTS,
+    figures: Sequence[Path] = (),
 ) -> Path:
-    """Write the report page atomically to ``path`` (its directory is created) and return it."""
+    """Write the report page (PNG ``figures`` embedded) atomically to ``path`` and return it."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(target, render_html(runs, max_points).encode("utf-8"))
+    atomic_write_bytes(target, render_html(runs, max_points, figures).encode("utf-8"))
     _log.info("wrote %s", target)
     return target
 
 
 def write_report(runs: Sequence[Run], out_dir: str | os.PathLike[str]) -> tuple[Path, list[Path]]:
-    """Write ``report.html`` and the PNG/SVG figures of ``runs`` into ``out_dir``.
+    """Write the PNG/SVG figures of ``runs`` into ``out_dir``, then ``report.html`` showing the PNGs.
 
     The figures come from :func:`gradprobe.report.figures.save_figures`; if that module is not
     installed, they are skipped with a warning and only the page is written.
@@ -207,4 +220,5 @@ def write_report(runs: Sequence[Run], out_dir: str | os.PathLike[str]) -> tuple[
         _log.warning("figures skipped: gradprobe.report.figures is not available")
     else:
         figures = list(save_figures(runs, out))
-    return write_html(runs, out / REPORT_HTML), figures
+    pngs = [path for path in figures if path.suffix == ".png"]
+    return write_html(runs, out / REPORT_HTML, figures=pngs), figures

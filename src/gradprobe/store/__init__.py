@@ -6,10 +6,9 @@ The names are imported from their modules on first use (PEP 562), so ``gradprobe
 
 from __future__ import annotations
 
-import sys
-import types
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from gradprobe.lazy import export_lazily
 
 if TYPE_CHECKING:
     from gradprobe.store.atomic import (
@@ -49,32 +48,7 @@ _PUBLIC = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module the first time it is asked for."""
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'gradprobe.store' has no attribute {name!r}")
-    value = getattr(import_module(_PUBLIC[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
-
-class _Package(types.ModuleType):
-    """Keeps ``gradprobe.store.query`` the function when the ``gradprobe.store.query`` submodule is imported.
-
-    Importing a submodule sets it as an attribute of its package; the lazy import must not let it win.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _PUBLIC and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+export_lazily(__name__, _PUBLIC)
 
 
 __all__ = [
