@@ -8,7 +8,9 @@ flow: median over every step of the window; units and updates: over its last 20%
 steps). When a layer's verdict first differs from healthy, or later changes, the alert names the
 step it began: the first recorded step of the trailing stretch of the window where that layer's
 own number (error ratio, dead fraction, update ratio, ...) is past the rule's limit
-(:mod:`gradprobe.diagnose.onset`).
+(:mod:`gradprobe.diagnose.onset`). A recovery (back to healthy) is announced only when the next flush
+agrees, with the step and number of the flush that first saw it, so a layer that hovers at a limit does
+not flap between alerts; a problem is announced at once.
 """
 
 from __future__ import annotations
@@ -171,6 +173,8 @@ class AlertMonitor:
         self.thresholds = thresholds
         self._wide: pd.DataFrame | None = None  # (recorded step x (kind, stat, layer, tensor)) means
         self._state: dict[str, LayerVerdict] = {}  # each layer's verdict at the last flush
+        self._announced: dict[str, LayerVerdict] = {}  # each layer's verdict as last alerted (or first seen healthy)
+        self._held: dict[str, Alert] = {}  # recoveries seen at the last flush, announced if this one agrees
         self._broken = False
 
     def update(self, stats: pd.DataFrame, structure: Any = None) -> list[Alert]:
@@ -207,18 +211,24 @@ class AlertMonitor:
         lead: dict[str, LayerVerdict] = {}
         for f in sorted(findings, key=lambda f: (severity(f.verdict), "explained_by" in f.numbers)):
             lead.setdefault(f.layer, f)
-        changed = []
-        for layer in [*[f.layer for f in findings if f.layer not in frames.weight_layers], *frames.weight_layers]:
-            entry = lead.get(layer) or LayerVerdict(layer, HEALTHY, "")
-            before = self._state.get(layer)
-            if (before is None and entry.verdict == HEALTHY) or entry.verdict == FROZEN:
-                pass
-            elif before is None or before.verdict != entry.verdict:
-                changed.append((entry, before))
-            self._state[layer] = entry
         from gradprobe.diagnose.onset import alert_for
 
-        return [Alert(*alert_for(frames, entry, before, t)) for entry, before in changed]
+        raised: list[Alert] = []
+        for layer in [*[f.layer for f in findings if f.layer not in frames.weight_layers], *frames.weight_layers]:
+            entry = lead.get(layer) or LayerVerdict(layer, HEALTHY, "")
+            self._state[layer] = entry
+            announced, held = self._announced.get(layer), self._held.pop(layer, None)
+            if (announced is None and entry.verdict == HEALTHY) or entry.verdict == FROZEN:
+                self._announced[layer] = entry
+            elif announced is None or announced.verdict != entry.verdict:
+                alert = held if held is not None and entry.verdict == HEALTHY else Alert(
+                    *alert_for(frames, entry, announced, t))
+                if entry.verdict == HEALTHY and held is None:
+                    self._held[layer] = alert  # a recovery is announced once the next flush agrees
+                else:
+                    raised.append(alert)
+                    self._announced[layer] = entry
+        return raised
 
     def _add(self, new: pd.DataFrame) -> None:
         """Append a flush's rows to the window as a (step x key) table of means; keep its last ``window`` steps."""

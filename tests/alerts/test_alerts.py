@@ -88,15 +88,19 @@ def test_sigmoid_net_vanishes_and_recovers_at_the_steps_its_errors_show():
             # mean |dL/dz| of layer 0's output over mean |dL/da| of the output layer's input (module 9)
             ratios.append(np.abs(kept[0][1]).mean() / np.abs(kept[9][1]).mean())
     r = np.array(ratios)
-    expected, verdict = [], ""
+    expected, announced, held = [], "", None
     for end in range(FLUSH, len(r) + 1, FLUSH):  # one flush every FLUSH recorded steps (every step recorded)
         steps = list(range(max(0, end - WINDOW), end))
         now = "vanishing" if np.median(r[steps]) < T.vanishing_ratio else "healthy"
-        if now != verdict and not (verdict == "" and now == "healthy"):
-            below = r[steps] < T.vanishing_ratio
-            expected.append((_onset(steps, below if now == "vanishing" else ~below), now, verdict,
-                             float(np.median(r[steps]))))
-        verdict = now
+        below = r[steps] < T.vanishing_ratio
+        alert = (_onset(steps, below if now == "vanishing" else ~below), now, announced, float(np.median(r[steps])))
+        if (announced == "" and now == "healthy") or now == announced:
+            announced, held = now, None
+        elif now == "healthy" and held is None:
+            held = alert  # a recovery is announced at the next flush, if that flush agrees
+        else:
+            expected.append(held if now == "healthy" and held is not None else alert)
+            announced, held = now, None
     first = [a for a in got if a.layer == "0.weight"]
     assert [(a.step, a.verdict, a.previous) for a in first] == [e[:3] for e in expected]
     assert expected[0][1] == "vanishing" and any(e[1] == "healthy" for e in expected)  # both directions happen
@@ -294,3 +298,24 @@ def test_a_first_flush_without_any_statistic_the_rules_read_keeps_alerts_alive(c
     with caplog.at_level(logging.ERROR, logger="gradprobe.alerts"):
         assert monitor.update(norms) == []
     assert not monitor._broken and not caplog.records
+
+
+def test_a_layer_flapping_at_the_limit_raises_no_recovery_until_the_next_flush_agrees():
+    """20 of 32 units after layer 4 dead, alive, dead, then alive for two flushes: two alerts, not four."""
+    model = _mlp(nn.ReLU, "he", 32, seed=3)
+    x, y = _circles()
+    opt = torch.optim.SGD(model.parameters(), lr=0.02)
+    gen = torch.Generator().manual_seed(2)
+    alive = model[4].bias[:20].detach().clone()
+    got: list[tuple[int, Alert]] = []
+    dead_flushes = (0, 2)  # flush k covers steps [k * FLUSH, (k + 1) * FLUSH)
+    with Probe(model, opt, every=1, on_alert=lambda a: got.append((probe.step_count, a))) as probe:
+        for step in range(5 * FLUSH):
+            if step % FLUSH == 0:
+                with torch.no_grad():
+                    model[4].bias[:20] = -100.0 if step // FLUSH in dead_flushes else alive
+            _step(model, opt, x, y, gen, taps=())
+    ours = [(at, a.step, a.verdict, a.previous) for at, a in got if a.layer == "4.weight"]
+    # dead at flush 0; alive at flush 1 (held), dead again at flush 2 (no alert: it never recovered);
+    # alive at flushes 3 and 4: announced at flush 4 with the onset flush 3 saw
+    assert ours == [(FLUSH, 0, "dead", ""), (5 * FLUSH, 3 * FLUSH, "healthy", "dead")]

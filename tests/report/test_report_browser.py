@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gradprobe.report.html import write_html
+from gradprobe.report.html import write_html, write_report
 from gradprobe.store.reader import Run
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -180,3 +181,27 @@ def test_user_strings_are_shown_literally_and_never_run(browser: Any, make_run, 
     assert layer in page.page.text_content("#table-config")
     assert page.errors == []
     assert page.requests == [(tmp_path / "report.html").as_uri()]
+
+
+def test_figures_tab_shows_every_png_write_report_wrote(browser: Any, make_run, tmp_path: Path) -> None:
+    runs = [make_run("exp", "a", 0, n_steps=6), make_run("exp", "b", 0, n_steps=6)]
+    path, written = write_report(runs, tmp_path)
+    pngs = [p for p in written if p.suffix == ".png"]
+    assert len(pngs) > 1 and any(p.suffix == ".svg" for p in written)  # SVGs are written, not shown
+    page = Page(browser, path)
+    assert page.page.eval_on_selector_all("#tabs button", "bs => bs.map(b => b.dataset.tab)")[-1] == "figures"
+    page.tab("figures")
+    shown = page.page.eval_on_selector_all("#tab-figures figure", """fs => fs.map(f => {
+        const img = f.querySelector("img");
+        return {caption: f.querySelector("figcaption").textContent, complete: img.complete,
+                width: img.naturalWidth, src: img.getAttribute("src")};
+    })""")
+    assert [f["caption"] for f in shown] == [p.stem for p in pngs]
+    for figure, png in zip(shown, pngs):  # loaded, at the width the PNG header states
+        assert figure["complete"] and figure["width"] == int.from_bytes(png.read_bytes()[16:20], "big") > 0
+    prefix = "data:image/png;base64,"
+    assert shown[-1]["src"].startswith(prefix)
+    assert base64.b64decode(shown[-1]["src"][len(prefix):], validate=True) == pngs[-1].read_bytes()
+    page.page.screenshot(path=str(ARTIFACTS / "report-figures.png"))
+    assert page.errors == []
+    assert [r for r in page.requests if not r.startswith("data:")] == [path.as_uri()]
