@@ -33,6 +33,7 @@ import bench_spiral
 import bench_unit_death
 
 OUT = Path(__file__).resolve().parent / "RESULTS.md"
+NOISE = 0.05  # an instrumented run faster than the plain one by more than this is load noise
 # Repetitions scaled to the 15-minute budget on a shared 2-core machine; problem sizes are the issue's.
 REPS = {"overhead": 5, "circles": 2, "spiral": 1, "depth": 2, "cli": 2, "compile": 3, "distributed": 3,
         "nan_guard": 3, "units": 3, "alerts": 1, "second_order": 5}
@@ -59,6 +60,13 @@ def _fmt(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
+def _met(overhead: float, target: float) -> str:
+    """Whether an overhead meets its target; a clearly negative one is noise (other load), not a pass."""
+    if overhead < -NOISE:
+        return f"inconclusive (negative beyond -{NOISE:.0%}: load noise)"
+    return "yes" if overhead <= target else "no"
+
+
 def _overhead_rows(ov: dict[str, Any]) -> list[str]:
     """Summary rows of target 1, one pair per torch thread count."""
     rows = []
@@ -66,7 +74,7 @@ def _overhead_rows(ov: dict[str, Any]) -> list[str]:
         for variant, target in (("probe every step", 0.05), ("probe every 10 steps", 0.01)):
             value = by["overhead"][variant]
             rows.append(f"| 1 | {variant.replace('probe ', 'probe overhead, ')}, {by['threads']} thread(s), whole runs "
-                        f"| {value:+.1%} | <= {target:.0%} | {'yes' if value <= target else 'no'} |")
+                        f"| {value:+.1%} | <= {target:.0%} | {_met(value, target)} |")
     return rows
 
 
@@ -88,16 +96,16 @@ def report(info: dict[str, Any], res: dict[str, Any], wall: float) -> str:
             f"(compile {_fmt(res['compile']['compile_seconds'][bench_compile.VARIANTS[1]])} s vs "
             f"{_fmt(res['compile']['compile_seconds'][bench_compile.VARIANTS[0]])} s, "
             f"{res['compile']['graphs'][bench_compile.VARIANTS[1]]} graphs) | {res['compile']['overhead']:+.1%} | <= 1% | "
-            f"{'yes' if res['compile']['overhead'] <= 0.01 else 'no'} |")] if "compile" in res else []),
+            f"{_met(res['compile']['overhead'], 0.01)} |")] if "compile" in res else []),
         *([(f"| 1 | probe overhead under DDP, {res['distributed']['world']} gloo ranks, every "
             f"{res['distributed']['every']} steps, whole runs (flushes included; alerts off: "
             f"{res['distributed']['overhead'][bench_distributed.ALERTS_OFF]:+.1%}) | "
             f"{res['distributed']['overhead'][bench_distributed.PROBED]:+.1%} | <= 1% | "
-            f"{'yes' if res['distributed']['overhead'][bench_distributed.PROBED] <= 0.01 else 'no'} |")]
+            f"{_met(res['distributed']['overhead'][bench_distributed.PROBED], 0.01)} |")]
            if "distributed" in res else []),
         *([(f"| - | `Probe(nan_guard=True)`: nan_guard every step, whole runs (CPU time) | "
             f"{res['nan_guard']['overhead_cpu']['nan_guard every step']:+.1%} | <= 3% | "
-            f"{'yes' if res['nan_guard']['overhead_cpu']['nan_guard every step'] <= 0.03 else 'no'} |")]
+            f"{_met(res['nan_guard']['overhead_cpu']['nan_guard every step'], 0.03)} |")]
            if "nan_guard" in res else []),
         (f"| 2 | circles-deep 3 x {ci['models'] // 3} seeds, {ci['epochs']} epochs, ensemble vs plain loop | {ci['speedup']:.1f}x faster | >= 50x | "
         f"{'yes' if ci['speedup'] >= 50 else 'no'} |"),
@@ -225,7 +233,7 @@ def _feature_sections(res: dict[str, Any]) -> list[str]:
                    f"at the same cadence, whole runs of {un['steps']} steps, {un['reps']} interleaved repetitions; "
                    "cost = median over repetitions of (on - off) / uninstrumented."), "",
                   "| cadence | tracker cost |", "|---|---|"]
-        lines += [f"| {w} | {c:+.1%} |" for w, c in un["units_cost"].items()]
+        lines += [f"| {w} | {c:+.1%}{' (negative: load noise)' if c < -NOISE else ''} |" for w, c in un["units_cost"].items()]
         lines.append("")
     if "alerts" in res:
         al = res["alerts"]

@@ -1,15 +1,14 @@
 """Exact statistics under data-parallel (DDP) and sharded (FSDP2) training, combined once per flush.
 
-Each rank reduces what it holds: its share of the batch (activation and delta rows) and, under
-FSDP2, its shard of every parameter and gradient (``DTensor.to_local()``). Before a flush the raw
-rows of the buffered blocks are all-gathered and combined as if one process had seen everything:
-sums and counts add, ``max |x|`` takes the max, centred norms combine with Chan's pairwise formula
-(as :func:`~gradprobe.quantities.tensor_stats.merge_moments`, for many rows at once), a unit is dead only
-if dead on every rank, and update-ratio norms add in quadrature. Deltas are of the loss the optimizer
-descends: DDP and FSDP average gradients over ranks, so that loss is the mean of the ranks' losses and
-its delta is each rank's divided by the world size. Gradients under DDP are already all-reduced when
-the optimizer steps, and weights are replicas, so their rows are the same on every rank (checked,
-warned if not).
+Each rank reduces what it holds: its share of the batch (activation and delta rows) and, under FSDP2, its
+shard of every parameter and gradient (``DTensor.to_local()``). Before a flush the raw rows of the buffered
+blocks are all-gathered and combined as if one process had seen everything: sums and counts add, ``max |x|``
+takes the max, plain norms add in squares, centred norms combine with Chan's pairwise formula (as
+:func:`~gradprobe.quantities.tensor_stats.merge_moments`, for many rows at once), a unit is dead only if dead
+on every rank, and update-ratio norms add in quadrature. Deltas are of the loss the optimizer descends: DDP
+and FSDP average gradients over ranks, so that loss is the mean of the ranks' losses and its delta is each
+rank's divided by the world size. Gradients under DDP are already all-reduced when the optimizer steps, and
+weights are replicas, so their rows are the same on every rank (checked, warned if not).
 
 A flush costs two small collectives: a fixed-size signature (steps, row count, a hash of what was
 recorded, payload size), so that ranks which disagree fail with a :class:`GradprobeError` on every
@@ -33,7 +32,7 @@ from torch import nn
 from gradprobe import records as R
 from gradprobe.blocks import EXAMPLES, NORMS, SAME, SHARDS, Block, HostRows, to_host
 from gradprobe.errors import GradprobeError
-from gradprobe.quantities.tensor_stats import LINEAR, MAX_ABS, ROOT_SSD, SUM
+from gradprobe.quantities.tensor_stats import LINEAR, MAX_ABS, ROOT_SS, ROOT_SSD, SUM
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +220,9 @@ def _merge(raws: np.ndarray, counts: np.ndarray, moments: tuple[str, ...]) -> np
     """Rows ``(n, k)`` of the concatenation of every rank's parts ``raws`` ``(size, n, k)`` of ``counts`` ``(size, n)``.
 
     :func:`~gradprobe.quantities.tensor_stats.merge_moments` for n rows at once, in NumPy (one torch call per
-    row was most of a flush's cost): sums and counts add, ``max |x|`` takes the max, centred norms combine
-    with the spread of the parts' means (Chan et al.); empty parts (a rank's empty shard) add nothing.
+    row was most of a flush's cost): sums and counts add, ``max |x|`` takes the max, plain norms add in squares,
+    centred norms combine with the spread of the parts' means (Chan et al.); empty parts (a rank's empty shard)
+    add nothing.
     """
     merged = raws.sum(0)  # (n, k): right for sums and counts
     if MAX_ABS in moments:
@@ -234,6 +234,8 @@ def _merge(raws: np.ndarray, counts: np.ndarray, moments: tuple[str, ...]) -> np
             mean = np.where(total > 0, sums.sum(0) / total, 0.0)
         between = (counts * (means - mean) ** 2).sum(0)
         merged[:, moments.index(ROOT_SSD)] = np.sqrt(np.square(raws[:, :, moments.index(ROOT_SSD)]).sum(0) + between)
+    if ROOT_SS in moments:
+        merged[:, moments.index(ROOT_SS)] = np.sqrt(np.square(raws[:, :, moments.index(ROOT_SS)]).sum(0))
     return merged
 
 

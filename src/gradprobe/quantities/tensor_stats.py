@@ -26,17 +26,24 @@ from gradprobe.quantities.base import Inputs, Quantity
 
 # Raw reductions, in the order they are stacked.
 SUM, SUM_ABS, ROOT_SSD, MAX_ABS, NONZERO, NONFINITE = "sum", "sum_abs", "root_ssd", "max_abs", "nonzero", "nonfinite"
+ROOT_SS = "root_ss"  # the plain L2 norm: one op where the norm is wanted without the std
 _NEEDS = {
     R.MEAN: (SUM,), R.MEAN_ABS: (SUM_ABS,), R.SUM_ABS_PER_SHAPE: (SUM_ABS,), R.STD: (SUM, ROOT_SSD),
-    R.NORM: (SUM, ROOT_SSD), R.MAX_ABS: (MAX_ABS,), R.ZERO_FRAC: (NONZERO,), R.NONFINITE: (SUM, NONFINITE),
+    R.NORM: (ROOT_SS,), R.MAX_ABS: (MAX_ABS,), R.ZERO_FRAC: (NONZERO,), R.NONFINITE: (SUM, NONFINITE),
 }
-_ORDER = (SUM, SUM_ABS, ROOT_SSD, MAX_ABS, NONZERO, NONFINITE)
-LINEAR = frozenset((SUM, SUM_ABS, ROOT_SSD, MAX_ABS))  # reductions that scale like x (the rest are counts)
+_ORDER = (SUM, SUM_ABS, ROOT_SSD, ROOT_SS, MAX_ABS, NONZERO, NONFINITE)
+LINEAR = frozenset((SUM, SUM_ABS, ROOT_SSD, ROOT_SS, MAX_ABS))  # reductions that scale like x (the rest are counts)
 
 
 def moments_for(stats: tuple[str, ...]) -> tuple[str, ...]:
-    """The raw reductions that ``stats`` need, in stacking order."""
+    """The raw reductions that ``stats`` need, in stacking order.
+
+    The norm comes from the std's reductions when those are computed anyway (``sum x^2 = ssd + n mean^2``),
+    else from one plain L2 norm (two ops fewer per tensor than sum and centred norm).
+    """
     needed = {m for s in stats for m in _NEEDS[s]}
+    if ROOT_SSD in needed:
+        needed.discard(ROOT_SS)
     return tuple(m for m in _ORDER if m in needed)
 
 
@@ -57,6 +64,8 @@ def _reduce(x: torch.Tensor, moments: tuple[str, ...], dim: int | None = None) -
         elif m == ROOT_SSD:  # x - mean is fresh and contiguous: the norm reads it as a flat view
             mean = total / x.numel() if dim is None else total[:, None] / x.shape[1]  # type: ignore[index, operator]
             parts.append(torch.linalg.vector_norm(x - mean, dim=dim))
+        elif m == ROOT_SS:
+            parts.append(torch.linalg.vector_norm(x, dim=dim))
         elif m == MAX_ABS:
             parts.append(ax.amax() if dim is None else ax.amax(dim))  # type: ignore[union-attr]
         else:  # NONZERO
@@ -169,9 +178,9 @@ def tensor_moments(x: torch.Tensor, moments: tuple[str, ...]) -> torch.Tensor:
 def merge_moments(rows: torch.Tensor, numel: list[float], moments: tuple[str, ...]) -> torch.Tensor:
     """Raw reductions of the concatenation of several tensors from theirs: ``rows`` (C, k) -> (k,).
 
-    Sums and counts add (also any columns after ``moments``), ``max |x|`` takes the max, and the
-    centred norm combines the per-tensor sums of squared deviations with the spread of their means
-    (Chan et al.'s pairwise formula, for C parts at once). Computed in float64 (float32 on MPS).
+    Sums and counts add (also any columns after ``moments``), ``max |x|`` takes the max, plain norms
+    add in squares, and the centred norm combines the per-tensor sums of squared deviations with the spread
+    of their means (Chan et al.'s pairwise formula, for C parts at once). Computed in float64 (float32 on MPS).
     """
     acc = torch.float32 if rows.device.type == "mps" else torch.float64
     rows = rows.to(acc)
@@ -183,6 +192,8 @@ def merge_moments(rows: torch.Tensor, numel: list[float], moments: tuple[str, ..
         sums = rows[:, moments.index(SUM)]
         between = (n * (sums / n - sums.sum() / n.sum()) ** 2).sum()
         merged[moments.index(ROOT_SSD)] = (rows[:, moments.index(ROOT_SSD)].square().sum() + between).sqrt()
+    if ROOT_SS in moments:
+        merged[moments.index(ROOT_SS)] = rows[:, moments.index(ROOT_SS)].square().sum().sqrt()
     return merged
 
 
@@ -203,7 +214,7 @@ def finalize_moments(raw: np.ndarray, moments: tuple[str, ...], numel: np.ndarra
             elif stat == R.STD:  # unbiased (n - 1)
                 out[:, j] = col[ROOT_SSD] / np.sqrt(np.maximum(n - 1, 1))
             elif stat == R.NORM:
-                out[:, j] = np.hypot(col[ROOT_SSD], col[SUM] / np.sqrt(n))  # sum x^2 = ssd + n mean^2
+                out[:, j] = col[ROOT_SS] if ROOT_SS in col else np.hypot(col[ROOT_SSD], col[SUM] / np.sqrt(n))
             elif stat == R.MAX_ABS:
                 out[:, j] = col[MAX_ABS]
             elif stat == R.ZERO_FRAC:
