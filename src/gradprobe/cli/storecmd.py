@@ -82,7 +82,8 @@ def show(run: Annotated[str, typer.Argument(help="Run id or a unique prefix of o
     out.print(f"config: {json.dumps(r.config)}")
 
 
-def query(sql: Annotated[str, typer.Argument(help="One SELECT over tables runs, stats, metrics, hists.")],
+def query(sql: Annotated[str, typer.Argument(
+              help="One SELECT over tables runs, stats, metrics, hists, alerts, units.")],
           store: StoreOpt = None,
           as_json: Annotated[bool, typer.Option("--json")] = False,
           limit: Annotated[int, typer.Option(help="Rows to print (the table form).")] = 50) -> None:

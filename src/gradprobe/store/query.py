@@ -1,4 +1,4 @@
-"""Read-only SQL over a store with DuckDB: tables ``runs``, ``stats``, ``metrics``, ``hists``, ``alerts``.
+"""Read-only SQL over a store with DuckDB: tables ``runs``, ``stats``, ``metrics``, ``hists``, ``alerts``, ``units``.
 
 Two locks keep a query from touching anything: only a single SELECT statement is accepted,
 and after the views are defined the connection disables file access outside the store's
