@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from torch._dynamo.utils import counters
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_probe_overhead import _model  # noqa: E402
+from bench_probe_overhead import _model, mlp_step  # noqa: E402
 
 from gradprobe.probe import Probe  # noqa: E402
 
@@ -41,15 +40,7 @@ def _time_variant(variant: str, steps: int, data: tuple[torch.Tensor, torch.Tens
     model = _model(0)
     compiled_model = torch.compile(model)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = data
-
-    def train_step(i: int) -> None:
-        lo = (i * 128) % 2048
-        opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(compiled_model(x[lo:lo + 128]), y[lo:lo + 128])
-        loss.backward()
-        opt.step()
-        float(loss.detach())
+    train_step = mlp_step(compiled_model, opt, data)
 
     start = time.perf_counter()
     probe = Probe(model, opt, every=EVERY) if variant != VARIANTS[0] else None

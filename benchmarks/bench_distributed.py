@@ -22,11 +22,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_probe_overhead import WARMUP, _model  # noqa: E402
+from bench_probe_overhead import WARMUP, _model, mlp_step  # noqa: E402
 
 from gradprobe.probe import Probe  # noqa: E402
 
@@ -41,15 +40,7 @@ def _time_variant(probe: dict[str, Any] | None, steps: int, rank: int, data: tup
     """Mean seconds per step of one whole run on this rank, attach, flushes and detach included."""
     model = DistributedDataParallel(_model(0))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = data
-
-    def train_step(i: int) -> None:
-        lo = (i * 128 * WORLD + rank * 128) % 2048
-        opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x[lo:lo + 128]), y[lo:lo + 128])
-        loss.backward()
-        opt.step()
-        float(loss.detach())
+    train_step = mlp_step(model, opt, data, rank, WORLD)
 
     for i in range(WARMUP):
         train_step(i)

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_probe_overhead import WARMUP, _model  # noqa: E402
+from bench_probe_overhead import WARMUP, _model, mlp_step  # noqa: E402
 
 from gradprobe.nan_guard import nan_guard  # noqa: E402
 
@@ -38,15 +37,7 @@ def _time_variant(variant: tuple[int, str] | None, steps: int,
     """Mean (wall, CPU) seconds per step of one whole run, guard attach and final check included."""
     model = _model(0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = data
-
-    def train_step(i: int) -> None:
-        lo = (i * 128) % 2048
-        opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x[lo:lo + 128]), y[lo:lo + 128])
-        loss.backward()
-        opt.step()
-        float(loss.detach())
+    train_step = mlp_step(model, opt, data)
 
     for i in range(WARMUP):
         train_step(i)

@@ -44,14 +44,17 @@ def _naive_hook(model: nn.Module) -> Callable[[], None]:
     return record
 
 
-def _time_variant(variant: str, steps: int, data: tuple[torch.Tensor, torch.Tensor]) -> float:
-    """Mean seconds per step of one whole run of ``variant``, attach and final flush included."""
-    model = _model(0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+def mlp_step(model: nn.Module, opt: torch.optim.Optimizer, data: tuple[torch.Tensor, torch.Tensor],
+             rank: int = 0, world: int = 1) -> Callable[..., None]:
+    """``train_step(i, extra=None)``: one step on batch ``i`` of ``data`` (this rank's 128 of ``world`` x 128).
+
+    ``extra`` runs between backward and the optimizer step (a naive hook); the loss is read every step,
+    as a training loop that logs it does. ``model`` may be a compiled or DDP wrapper of the probed model.
+    """
     x, y = data
 
-    def train_step(i: int, extra: Callable[[], None] | None) -> None:
-        lo = (i * 128) % 2048
+    def train_step(i: int, extra: Callable[[], None] | None = None) -> None:
+        lo = (i * 128 * world + rank * 128) % len(x)
         opt.zero_grad(set_to_none=True)
         loss = nn.functional.cross_entropy(model(x[lo:lo + 128]), y[lo:lo + 128])
         loss.backward()
@@ -60,8 +63,16 @@ def _time_variant(variant: str, steps: int, data: tuple[torch.Tensor, torch.Tens
         opt.step()
         float(loss.detach())
 
+    return train_step
+
+
+def _time_variant(variant: str, steps: int, data: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Mean seconds per step of one whole run of ``variant``, attach and final flush included."""
+    model = _model(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    train_step = mlp_step(model, opt, data)
     for i in range(WARMUP):
-        train_step(i, None)
+        train_step(i)
     start = time.perf_counter()
     probe = None
     if variant.startswith("probe"):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_probe_overhead import WARMUP, _model  # noqa: E402
+from bench_probe_overhead import WARMUP, _model, mlp_step  # noqa: E402
 
 from gradprobe.probe import Probe, ProbeOptions  # noqa: E402
 from gradprobe.quantities.activation_stats import dead_units, family_of  # noqa: E402
@@ -39,15 +39,7 @@ def _time_variant(variant: tuple[int, bool] | None, steps: int, data: tuple[torc
     """Mean seconds per step of one whole run, probe attach, detach and the units read included."""
     model = _model(0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = data
-
-    def train_step(i: int) -> None:
-        lo = (i * 128) % 2048
-        opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x[lo:lo + 128]), y[lo:lo + 128])
-        loss.backward()
-        opt.step()
-        float(loss.detach())
+    train_step = mlp_step(model, opt, data)
 
     for i in range(WARMUP):
         train_step(i)

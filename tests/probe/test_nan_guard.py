@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from nan_oracle import first_bad_leaf
 from torch import nn
 
 import gradprobe
@@ -56,19 +57,6 @@ def _train(model: nn.Module, steps: int, batch: Any, guard: Any = None) -> None:
         opt.step()
 
 
-def _isfinite_oracle(model: nn.Module, x: torch.Tensor) -> str | None:
-    """Independent answer: the first leaf module (in execution order) with finite inputs and a non-finite output."""
-    found: list[str] = []
-    hooks = [m.register_forward_hook(
-        lambda m, a, o, name=name: found.append(name)
-        if all(torch.isfinite(t).all() for t in a) and not torch.isfinite(o).all() else None)
-        for name, m in model.named_modules() if not list(m.children())]
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    return found[0] if found else None
-
 
 def test_forward_culprit_named_with_step_and_input_stats() -> None:
     model = _forward_model()
@@ -81,7 +69,7 @@ def test_forward_culprit_named_with_step_and_input_stats() -> None:
     assert stats.shape == (8, 3) and 5.0 <= stats.min <= stats.max < 10.0  # the negative log argument
     # oracle: isfinite on every module's output, on the same batch; detect_anomaly does not raise in forward
     x = _batch(3, torch.Generator().manual_seed(0))
-    assert _isfinite_oracle(model, x) == err.module
+    assert first_bad_leaf(model, x) == err.module
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         with torch.autograd.detect_anomaly(check_nan=True):

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pandas as pd
 import pytest
 import torch
+from nan_oracle import first_bad_leaf
 from torch import nn
 
 from gradprobe import Probe
@@ -72,19 +73,6 @@ def _train_plain(model: nn.Module, steps: int) -> None:
         opt.step()
 
 
-def _first_bad_leaf(model: nn.Module, x: torch.Tensor) -> str | None:
-    """Oracle: the first leaf module (execution order) with finite inputs and a non-finite output."""
-    found: list[str] = []
-    hooks = [m.register_forward_hook(
-        lambda m, a, o, name=name: found.append(name)
-        if all(torch.isfinite(t).all() for t in a) and not torch.isfinite(o).all() else None)
-        for name, m in model.named_modules() if not list(m.children())]
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    return found[0] if found else None
-
 
 def test_forward_culprit_and_records_untouched_by_the_replay() -> None:
     guarded = _forward_model()
@@ -95,7 +83,7 @@ def test_forward_culprit_and_records_untouched_by_the_replay() -> None:
     plain = _forward_model()  # the weights at step 3: three plain SGD steps
     _train_plain(plain, 3)
     x = _batch(3)
-    assert culprit.module == _first_bad_leaf(plain, x)
+    assert culprit.module == first_bad_leaf(plain, x)
     with torch.no_grad():
         reached = plain[1](plain[0](x))  # what LogShift read at step 3
     (stats,) = culprit.input_stats
